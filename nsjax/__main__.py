@@ -1,0 +1,5 @@
+import sys
+
+from nsjax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,276 @@
+"""Null spaces of linear maps as values: factorise once, project many times.
+
+The maths lives here and nowhere else.
+
+For a matrix ``A`` of shape ``(m, n)`` acting as ``x -> A x``, the null space is
+``Null(A) = {v : A v = 0}`` and its orthogonal complement is the row space of ``A``.
+With the thin SVD ``A = U diag(s) V^T`` and the numerical rank ``r``, the first ``r``
+columns of ``V`` (the *row basis* ``R``, shape ``(n, r)``) span the row space, so
+
+* ``complement(x) = (x R) R^T``        -- the part of ``x`` the network uses,
+* ``project(x)    = x - (x R) R^T``    -- the part of ``x`` the network ignores.
+
+Both cost ``4 B n r`` flops for a batch of ``B`` vectors: they scale with the rank,
+never with the nullity ``n - r``.  All matmuls run at ``Precision.HIGHEST`` so that
+TF32 / bf16 passes on accelerators cannot break the invariant ``A project(x) = 0``.
+
+Rank tolerance (one rule, used everywhere in nsjax)::
+
+    tol  = max(atol, rtol * sigma_max)        rtol defaults to max(m, n) * eps(dtype)
+    rank = #{i : sigma_i > tol}               (strict ">")
+
+With the defaults this is exactly ``numpy.linalg.matrix_rank`` and the rule of
+``scipy.linalg.null_space`` (whose ``rcond`` is our ``rtol``); unlike SciPy we also accept
+an absolute floor ``atol`` (default 0).  The zero matrix has rank 0.
+
+JAX has no ``null_space`` (jax issue 14350): the nullity is data dependent, so the basis
+size cannot be known at trace time.  :func:`null_space` therefore decides the rank on the
+host (call it *outside* ``jit``; the SVD itself runs jitted).  Inside ``jit`` pass a static
+``rank=`` (a trace-time constant) and check it with :meth:`NullSpace.numerical_rank`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax import lax
+
+HIGHEST = lax.Precision.HIGHEST
+
+__all__ = ["NullSpace", "null_space", "default_rtol", "NonFiniteError"]
+
+
+class NonFiniteError(ValueError):
+    """Raised when an input that must be finite holds NaN or inf."""
+
+
+def default_rtol(shape: Sequence[int], dtype) -> float:
+    """Default relative rank tolerance ``max(m, n) * eps(dtype)`` for a ``(m, n)`` matrix."""
+    return float(max(shape[-2:]) * jnp.finfo(dtype).eps)
+
+
+@struct.dataclass
+class NullSpace:
+    """The null space ``N`` of a linear map on ``R^n`` and its orthogonal complement.
+
+    A pytree: the arrays are leaves, the sizes are static, so a ``NullSpace`` can be passed
+    through ``jax.jit``/``vmap`` and computed once, then used for any number of batches.
+
+    Attributes:
+      row_basis: ``(n, rank)`` orthonormal basis of the complement ``N^perp`` (the row
+        space of the map).  Projection uses only this, so it costs ``O(B n rank)``.
+      singular_values: ``(k,)`` singular values of the map, descending (``k <= n``).
+      tol: scalar, the rank tolerance that was applied (``sigma_i > tol`` counts).
+      n: input dimension (static).
+      rank: numerical rank (static); ``dim == n - rank``.
+      input_shape: shape of one input, e.g. ``(28, 28, 1)``; ``(n,)`` for plain vectors.
+    """
+
+    row_basis: jax.Array
+    singular_values: jax.Array
+    tol: jax.Array
+    n: int = struct.field(pytree_node=False)
+    rank: int = struct.field(pytree_node=False)
+    input_shape: tuple[int, ...] = struct.field(pytree_node=False)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the null space, ``n - rank``."""
+        return self.n - self.rank
+
+    @property
+    def dtype(self):
+        return self.row_basis.dtype
+
+    def basis(self) -> jax.Array:
+        """Orthonormal basis of the null space, shape ``(n, dim)``.
+
+        Built on demand (``O(n^2)`` memory) from a complete QR of the row basis; projection
+        never needs it.
+        """
+        if self.dim == 0:
+            return jnp.zeros((self.n, 0), self.dtype)
+        if self.rank == 0:
+            return jnp.eye(self.n, dtype=self.dtype)
+        q, _ = jnp.linalg.qr(self.row_basis, mode="complete")
+        return q[:, self.rank :]
+
+    def project(self, x: jax.Array, *, check_finite: bool = True) -> jax.Array:
+        """Orthogonal projection onto the null space: ``x - (x R) R^T``.
+
+        Args:
+          x: ``(..., n)`` vectors or ``(..., *input_shape)`` images, floating dtype.
+          check_finite: raise :class:`NonFiniteError` if ``x`` holds NaN/inf (costs one
+            fused reduction; skipped automatically when ``x`` is traced).
+
+        Returns:
+          Array of the same shape and dtype as ``x``.
+        """
+        return _apply(self, x, "null", check_finite)
+
+    def complement(self, x: jax.Array, *, check_finite: bool = True) -> jax.Array:
+        """Orthogonal projection onto the complement ``N^perp``: ``(x R) R^T``.
+
+        Same shapes and checks as :meth:`project`; ``project(x) + complement(x) == x``.
+        """
+        return _apply(self, x, "perp", check_finite)
+
+    def numerical_rank(self) -> jax.Array:
+        """``#{sigma_i > tol}`` as a traced scalar, to validate a static ``rank=`` in jit."""
+        return jnp.sum(self.singular_values > self.tol)
+
+    def projector(self) -> jax.Array:
+        """Dense ``(n, n)`` projector onto the null space, ``I - R R^T`` (for tests/small n)."""
+        r = self.row_basis
+        return jnp.eye(self.n, dtype=r.dtype) - jnp.matmul(r, r.T, precision=HIGHEST)
+
+    def __repr__(self) -> str:
+        return (
+            f"NullSpace(n={self.n}, rank={self.rank}, dim={self.dim}, "
+            f"input_shape={self.input_shape}, dtype={self.dtype})"
+        )
+
+
+# --------------------------------------------------------------------------- projection
+
+
+@functools.partial(jax.jit, static_argnames=("part",))
+def _project_flat(row_basis: jax.Array, x: jax.Array, part: str):
+    """``x``: ``(..., n)``.  One fused call for any batch shape: no Python loop."""
+    coef = jnp.matmul(x, row_basis, precision=HIGHEST)  # (..., r)
+    perp = jnp.matmul(coef, row_basis.T, precision=HIGHEST)  # (..., n)
+    out = perp if part == "perp" else x - perp
+    return out, jnp.all(jnp.isfinite(x))
+
+
+def _flat_shape(ns: NullSpace, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Batch shape of ``x`` after checking its trailing dims against the null space."""
+    k = len(ns.input_shape)
+    if len(x_shape) >= k and tuple(x_shape[len(x_shape) - k :]) == tuple(ns.input_shape):
+        return tuple(x_shape[: len(x_shape) - k])
+    if len(x_shape) >= 1 and x_shape[-1] == ns.n:
+        return tuple(x_shape[:-1])
+    raise ValueError(
+        f"expected inputs of shape (..., {ns.n}) or (..., {', '.join(map(str, ns.input_shape))})"
+        f" for this null space (n={ns.n}), got shape {tuple(x_shape)}"
+    )
+
+
+def check_float_array(x, what: str = "x") -> jax.Array:
+    """Convert to a JAX array and require a floating dtype (images must be scaled floats)."""
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{what} must be a floating array (images scaled to [-1, 1]), got dtype {x.dtype}; "
+            "convert integer images first, e.g. x / 127.5 - 1"
+        )
+    return jnp.asarray(x)
+
+
+def _apply(ns: NullSpace, x, part: str, check_finite: bool) -> jax.Array:
+    x = check_float_array(x)
+    batch = _flat_shape(ns, x.shape)
+    out, finite = _project_flat(
+        ns.row_basis.astype(jnp.result_type(x.dtype, ns.row_basis.dtype)),
+        x.reshape(batch + (ns.n,)),
+        part,
+    )
+    if check_finite and not isinstance(finite, jax.core.Tracer) and not bool(finite):
+        raise NonFiniteError(f"x holds NaN or inf (shape {x.shape}); expected finite values")
+    return out.reshape(x.shape)
+
+
+# --------------------------------------------------------------------------- construction
+
+
+@jax.jit
+def _svd(a: jax.Array):
+    _, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    return s, vt
+
+
+def _resolve_tol(s: jax.Array, shape, dtype, rtol, atol) -> jax.Array:
+    rtol = default_rtol(shape, dtype) if rtol is None else rtol
+    smax = s[0] if s.shape[0] else jnp.zeros((), s.dtype)
+    return jnp.maximum(jnp.asarray(atol, s.dtype), rtol * smax)
+
+
+def null_space(
+    a,
+    *,
+    rtol: float | None = None,
+    atol: float = 0.0,
+    rank: int | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> NullSpace:
+    """Null space of the ``(m, n)`` matrix ``a`` acting as ``x -> a @ x`` (like SciPy).
+
+    Convention: ``a`` is in *operator* layout, as in ``scipy.linalg.null_space`` and the
+    paper (``W1`` of shape ``(n1, n0)``).  A Flax ``nn.Dense`` stores its kernel as
+    ``(in, out)``: pass ``kernel.T``, or use :func:`nsjax.null_space_of` on the model.
+
+    Rank rule: ``rank = #{sigma_i > max(atol, rtol * sigma_max)}`` with
+    ``rtol = max(m, n) * eps(dtype)`` by default (NumPy's ``matrix_rank``).
+
+    Args:
+      a: ``(m, n)`` finite floating matrix.
+      rtol: relative tolerance (default ``max(m, n) * eps``).
+      atol: absolute tolerance floor (default 0).
+      rank: static rank to use instead of deciding it on the host; makes the function
+        traceable under ``jit`` (check it with ``ns.numerical_rank()``).
+      input_shape: shape of one input if it is an image, e.g. ``(28, 28, 1)``; its product
+        must be ``n``.  Default ``(n,)``.
+
+    Returns:
+      :class:`NullSpace` with ``dim = n - rank``.
+
+    Example:
+      >>> import jax.numpy as jnp, nsjax
+      >>> ns = nsjax.null_space(jnp.array([[1.0, 1.0, 0.0]]))
+      >>> ns.dim, ns.rank
+      (2, 1)
+    """
+    if not hasattr(a, "ndim"):
+        a = np.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"expected a 2-D (m, n) matrix, got shape {tuple(a.shape)}")
+    a = check_float_array(a, "the matrix")
+    m, n = a.shape
+    input_shape = (n,) if input_shape is None else tuple(int(d) for d in input_shape)
+    if math.prod(input_shape) != n:
+        raise ValueError(f"input_shape {input_shape} has {math.prod(input_shape)} elements, "
+                         f"but the matrix has n={n} columns")
+    traced = isinstance(a, jax.core.Tracer)
+    if not traced and not bool(jnp.all(jnp.isfinite(a))):
+        raise NonFiniteError(f"the ({m}, {n}) matrix holds NaN or inf; expected finite values")
+    if min(m, n) == 0:
+        s = jnp.zeros((0,), a.dtype)
+        vt = jnp.zeros((0, n), a.dtype)
+    else:
+        s, vt = _svd(a)
+    tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol)
+    if rank is None:
+        if traced:
+            raise ValueError(
+                "null_space() decides the rank on the host, so it cannot run on a traced matrix "
+                "inside jit (the nullity is data dependent, jax issue 14350). Compute the null "
+                "space outside jit and pass it in (it is a pytree), or pass a static rank=."
+            )
+        rank = int(jnp.sum(s > tol))
+    elif not 0 <= rank <= min(m, n):
+        raise ValueError(f"rank must be in [0, min(m, n)] = [0, {min(m, n)}], got {rank}")
+    return NullSpace(
+        row_basis=vt[:rank].T,
+        singular_values=s,
+        tol=tol,
+        n=n,
+        rank=int(rank),
+        input_shape=input_shape,
+    )
