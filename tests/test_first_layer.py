@@ -1,0 +1,115 @@
+"""null_space_of: the partial null space given by a model's first linear layer."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+import nsjax
+
+
+def _proj(basis):
+    b = np.asarray(basis, np.float64)
+    return b @ b.T
+
+
+def test_paper_fcnn_has_752_dim_null_space_matching_scipy():
+    model = nsjax.FCNN((784, 32, 16, 10))
+    params = nsjax.init_params(model, jax.random.key(0))
+    ns = nsjax.null_space_of(model, params, (28, 28, 1))
+    assert (ns.dim, ns.rank, ns.input_shape) == (752, 32, (28, 28, 1))
+    w1 = np.asarray(params["params"]["Dense_0"]["kernel"], np.float64).T  # (32, 784)
+    ref = scipy.linalg.null_space(w1)
+    assert np.abs(_proj(ns.basis()) - ref @ ref.T).max() <= 1e-5
+    x = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1), minval=-1, maxval=1)
+    np.testing.assert_allclose(ns.project(x) + ns.complement(x), x, atol=4e-7)
+
+
+def test_figure1_net_has_one_dim_null_space():
+    model = nsjax.FCNN((2, 1, 3, 1))
+    params = nsjax.init_params(model, jax.random.key(3))
+    ns = nsjax.null_space_of(model, params, (2,))
+    assert ns.dim == 1
+    w = np.asarray(params["params"]["Dense_0"]["kernel"])[:, 0]
+    v = np.asarray(ns.basis())[:, 0]
+    assert abs(v @ w) <= 1e-6 * np.linalg.norm(w)
+
+
+def test_planted_rank_deficit():
+    model = nsjax.FCNN((784, 32, 10))
+    params = nsjax.init_params(model, jax.random.key(0))
+    k1, k2 = jax.random.split(jax.random.key(5))
+    low = jax.random.normal(k1, (784, 20)) @ jax.random.normal(k2, (20, 32)) / 28.0
+    params = jax.tree.map(lambda a: a, params)
+    params["params"]["Dense_0"]["kernel"] = low
+    ns = nsjax.null_space_of(model, params, (784,))
+    assert (ns.rank, ns.dim) == (20, 764)
+
+
+@pytest.mark.parametrize("padding,kernels,expected", [("VALID", 1, 108), ("VALID", 6, 0)])
+def test_conv_first_layer_matches_dense_construction(padding, kernels, expected):
+    model = nsjax.CNN(input_shape=(28, 28, 1), kernels=kernels, padding=padding)
+    params = nsjax.init_params(model, jax.random.key(2))
+    ns = nsjax.null_space_of(model, params, (28, 28, 1))
+    assert ns.dim == expected
+    # independent dense construction: explicit sliding-window matrix, scipy null space
+    k = np.asarray(params["params"]["Conv_0"]["kernel"], np.float64)  # (3, 3, 1, K)
+    rows = []
+    for c in range(kernels):
+        for i in range(26):
+            for j in range(26):
+                img = np.zeros((28, 28))
+                img[i:i + 3, j:j + 3] = k[:, :, 0, c]
+                rows.append(img.reshape(-1))
+    ref = scipy.linalg.null_space(np.array(rows), rcond=1e-6)
+    assert ref.shape[1] == expected
+    if expected:
+        assert np.abs(_proj(ns.basis()) - ref @ ref.T).max() <= 1e-5
+
+
+def test_conv_bias_does_not_change_null_space():
+    with_bias = nsjax.CNN(kernels=1, use_bias=True)
+    p = nsjax.init_params(with_bias, jax.random.key(0))
+    p["params"]["Conv_0"]["bias"] = jnp.array([3.0])
+    no_bias = nsjax.CNN(kernels=1, use_bias=False)
+    q = {"params": {k: dict(v) for k, v in p["params"].items()}}
+    del q["params"]["Conv_0"]["bias"]
+    a = nsjax.null_space_of(with_bias, p, (28, 28, 1))
+    b = nsjax.null_space_of(no_bias, q, (28, 28, 1))
+    assert a.dim == b.dim == 108
+    np.testing.assert_allclose(a.projector(), b.projector(), atol=1e-5)
+
+
+class _TanhFirst(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.tanh(x.reshape(x.shape[0], -1))
+        return nn.Dense(4)(x)
+
+
+class _NormFirst(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4)(nn.LayerNorm()(x))
+
+
+@pytest.mark.parametrize("cls,msg", [(_TanhFirst, "does not receive the model input"),
+                                     (_NormFirst, "LayerNorm.*not linear")])
+def test_nonlinear_first_operation_is_an_error(cls, msg):
+    model = cls()
+    params = model.init(jax.random.key(0), jnp.zeros((1, 6)))
+    with pytest.raises(ValueError, match=msg):
+        nsjax.null_space_of(model, params, (6,))
+
+
+def test_generic_linen_model_with_dense_first():
+    class Mlp(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.relu(nn.Dense(2)(x)))
+
+    model = Mlp()
+    params = model.init(jax.random.key(0), jnp.zeros((1, 5)))
+    assert nsjax.null_space_of(model, params, (5,)).dim == 3

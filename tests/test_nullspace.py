@@ -1,0 +1,160 @@
+"""Invariants of nsjax.null_space / NullSpace against scipy as an independent oracle.
+
+Tolerances (one table per dtype): projector and orthonormality errors are a small multiple
+of eps * n (accumulated over length-n dot products); float32 eps = 1.19e-7, n <= 784 gives
+~1e-4 worst case, observed ~1e-6, so we assert 1e-5 for float32 and 1e-12 for float64.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+import nsjax
+
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def _planted(key, m, n, rank, dtype):
+    k1, k2 = jax.random.split(jax.random.key(key))
+    a = jax.random.normal(k1, (m, rank), jnp.float64) @ jax.random.normal(k2, (rank, n),
+                                                                          jnp.float64)
+    return np.asarray(a).astype(dtype)
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "m,n,rank",
+    [(32, 784, 32), (32, 784, 20), (1, 2, 1), (10, 10, 10), (50, 20, 20), (300, 40, 7),
+     (5, 40, 0)],
+)
+def test_matches_scipy(m, n, rank, dtype):
+    a = _planted(m * 1000 + n, m, n, rank, np.float64).astype(dtype)
+    ns = nsjax.null_space(a)
+    assert ns.rank == rank and ns.dim == n - rank
+    ref = scipy.linalg.null_space(a.astype(np.float64), rcond=max(m, n) * np.finfo(dtype).eps)
+    assert ref.shape[1] == ns.dim
+    p = np.asarray(ns.projector(), np.float64)
+    np.testing.assert_allclose(p, ref @ ref.T, atol=TOL[dtype])
+    b = np.asarray(ns.basis(), np.float64)
+    assert b.shape == (n, n - rank)
+    np.testing.assert_allclose(b.T @ b, np.eye(n - rank), atol=TOL[dtype])
+    # A N = 0 (relative to ||A||) and P^2 = P
+    scale = max(np.linalg.norm(a.astype(np.float64), 2), 1.0)
+    assert np.abs(a.astype(np.float64) @ b).max(initial=0.0) <= 10 * TOL[dtype] * scale
+    np.testing.assert_allclose(p @ p, p, atol=TOL[dtype])
+
+
+def test_zero_matrix_has_full_null_space():
+    ns = nsjax.null_space(np.zeros((3, 5), np.float32))
+    assert (ns.rank, ns.dim) == (0, 5)
+    np.testing.assert_allclose(ns.project(np.ones((2, 5), np.float32)), np.ones((2, 5)))
+    np.testing.assert_allclose(ns.basis(), np.eye(5))
+
+
+def test_rtol_decides_rank():
+    a = np.diag([1.0, 1e-3, 1e-9]).astype(np.float64)
+    assert nsjax.null_space(a).rank == 3  # default rtol = 3 * eps64 ~ 7e-16
+    assert nsjax.null_space(a, rtol=1e-6).rank == 2
+    assert nsjax.null_space(a, atol=1e-2).rank == 1
+    # strict ">": a singular value exactly at the tolerance does not count
+    assert nsjax.null_space(np.diag([1.0, 0.5]), rtol=0.5).rank == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_project_plus_complement_is_identity(dtype):
+    a = _planted(1, 32, 784, 32, dtype)
+    ns = nsjax.null_space(a, input_shape=(28, 28, 1))
+    x = np.asarray(jax.random.uniform(jax.random.key(2), (3, 5, 28, 28, 1), dtype, -1, 1))
+    p, c = ns.project(x), ns.complement(x)
+    assert p.shape == x.shape and p.dtype == x.dtype
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(p + c, x, atol=8 * eps)
+    # A project(x) = 0; complement is orthogonal to the null space
+    flat = np.asarray(p, np.float64).reshape(-1, 784)
+    assert np.abs(flat @ a.T.astype(np.float64)).max() <= 1e3 * eps * np.abs(a).max()
+    pc = np.einsum("bi,bi->b", flat, np.asarray(c, np.float64).reshape(-1, 784))
+    assert np.abs(pc).max() <= 1e3 * eps
+
+
+def test_flat_and_image_inputs_agree():
+    ns = nsjax.null_space(_planted(3, 16, 48, 16, np.float32), input_shape=(4, 4, 3))
+    x = np.asarray(jax.random.normal(jax.random.key(0), (7, 4, 4, 3)), np.float32)
+    np.testing.assert_array_equal(ns.project(x).reshape(7, 48), ns.project(x.reshape(7, 48)))
+
+
+def test_projection_jits_vmaps_and_does_not_retrace():
+    import chex
+
+    ns = nsjax.null_space(_planted(4, 8, 20, 8, np.float32))
+    x = jax.random.normal(jax.random.key(1), (4, 3, 20), jnp.float32)
+    eager = ns.project(x)
+    jitted = jax.jit(lambda ns, x: ns.project(x))(ns, x)
+    np.testing.assert_allclose(jitted, eager, atol=1e-6)
+    vm = jax.vmap(jax.vmap(lambda v: ns.project(v)))(x)
+    np.testing.assert_allclose(vm, eager, atol=1e-6)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def f(ns, x):
+        return ns.complement(x)
+
+    for k in range(3):
+        f(ns, x + k)
+
+
+def test_gradient_of_projection_is_the_projector():
+    ns = nsjax.null_space(_planted(5, 4, 10, 4, np.float64))
+    jac = jax.jacfwd(lambda x: ns.project(x))(jnp.zeros(10))
+    np.testing.assert_allclose(jac, ns.projector(), atol=1e-12)
+
+
+def test_static_rank_works_inside_jit():
+    a = _planted(6, 12, 30, 9, np.float32)
+
+    @jax.jit
+    def f(a):
+        ns = nsjax.null_space(a, rank=9)
+        return ns.numerical_rank(), ns.row_basis
+
+    r, rb = f(a)
+    assert int(r) == 9 and rb.shape == (30, 9)
+    with pytest.raises(ValueError, match="inside jit"):
+        jax.jit(lambda a: nsjax.null_space(a).row_basis)(a)
+
+
+@pytest.mark.parametrize(
+    "bad,err,msg",
+    [
+        (np.ones((2, 3, 4), np.float32), ValueError, "2-D"),
+        (np.ones(5, np.float32), ValueError, "2-D"),
+        (np.array([[1.0, np.nan]], np.float32), ValueError, "NaN or inf"),
+        (np.array([[1.0, np.inf]], np.float32), ValueError, "NaN or inf"),
+        (np.ones((2, 3), np.int32), TypeError, "floating"),
+    ],
+)
+def test_bad_matrices(bad, err, msg):
+    with pytest.raises(err, match=msg):
+        nsjax.null_space(bad)
+
+
+def test_bad_inputs_to_projection():
+    ns = nsjax.null_space(_planted(7, 4, 12, 4, np.float32), input_shape=(2, 2, 3))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 12\) or \(\.\.\., 2, 2, 3\)"):
+        ns.project(np.ones((3, 11), np.float32))
+    with pytest.raises(TypeError, match="floating"):
+        ns.project(np.ones((3, 2, 2, 3), np.uint8))
+    with pytest.raises(nsjax.NonFiniteError, match="NaN or inf"):
+        ns.complement(np.full((1, 12), np.nan, np.float32))
+    with pytest.raises(ValueError, match="input_shape"):
+        nsjax.null_space(np.ones((2, 12), np.float32), input_shape=(5, 5))
+    # traced inputs skip the host-side finite check instead of failing
+    out = jax.jit(lambda x: ns.project(x))(jnp.full((1, 12), jnp.nan))
+    assert np.isnan(np.asarray(out)).all()
