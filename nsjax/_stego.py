@@ -1,0 +1,153 @@
+"""Null-space steganography (paper, Sec. 3).
+
+For a network ``f`` with null space ``N``, a cover ``C`` and a hidden image ``H``::
+
+    S = alpha1 * H_perp + alpha2 * C_hat,    C_hat = P_N C,   H_perp = (I - P_N) H
+
+``S`` looks like (a scaled) ``C`` to a person, while ``f(S) = f(alpha1 H_perp) =
+f(alpha1 H)``: the network sees only the hidden image.
+
+Choosing ``alpha2`` (closed form, no search).  ``S`` must stay in the model's domain
+``[-1, 1]^n``.  With ``h = alpha1 H_perp`` and ``c = C_hat``, pixel ``i`` requires
+``-1 <= h_i + alpha2 c_i <= 1``, i.e. ``alpha2 <= (1 - h_i) / c_i`` where ``c_i > 0`` and
+``alpha2 <= (-1 - h_i) / c_i`` where ``c_i < 0``.  The largest admissible value is the
+minimum of these bounds over pixels, shrunk by ``(1 - 8 eps)`` so that rounding in
+``h_i + alpha2 c_i`` cannot step outside the domain.  It exists (``>= 0``) iff
+``|h_i| <= 1`` for every pixel; otherwise the pair is rejected.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nsjax._nullspace import NullSpace, _flat_shape, check_float_array
+
+__all__ = ["StegoResult", "stego", "reveal", "max_alpha2", "check_domain", "DomainError"]
+
+
+class DomainError(ValueError):
+    """An image lies outside the model's input domain ``[-1, 1]^n``."""
+
+
+class StegoResult(NamedTuple):
+    """Output of :func:`stego`.
+
+    Attributes:
+      image: ``(..., *shape)`` stego images ``S``, same shape as the inputs.
+      alpha2: ``(...,)`` the cover weight used for each pair.
+      alpha1: the hidden-image weight (scalar).
+    """
+
+    image: jax.Array
+    alpha2: jax.Array
+    alpha1: float
+
+
+def check_domain(x, what: str = "images", lo: float = -1.0, hi: float = 1.0) -> jax.Array:
+    """Require finite floats in ``[lo, hi]``; raise :class:`DomainError` naming the offenders."""
+    x = check_float_array(x, what)
+    ok_finite = bool(jnp.all(jnp.isfinite(x)))
+    if not ok_finite:
+        raise DomainError(f"{what} hold NaN or inf; expected finite values in [{lo}, {hi}]")
+    xmin, xmax = float(jnp.min(x)), float(jnp.max(x))
+    if xmin < lo or xmax > hi:
+        raise DomainError(f"{what} must lie in [{lo}, {hi}] (the model's input domain), "
+                          f"got values in [{xmin:.4g}, {xmax:.4g}]; rescale them "
+                          "(uint8 v -> v / 127.5 - 1), nothing is clipped")
+    return x
+
+
+def _bounds(h: jax.Array, c: jax.Array) -> jax.Array:
+    """Per-pair largest alpha2 with ``h + alpha2 c`` in ``[-1, 1]``; ``(..., n) -> (...,)``."""
+    big = jnp.asarray(jnp.finfo(h.dtype).max, h.dtype)
+    safe = jnp.where(c == 0, 1.0, c)
+    bound = jnp.where(c > 0, (1.0 - h) / safe, jnp.where(c < 0, (-1.0 - h) / safe, big))
+    eps = jnp.finfo(h.dtype).eps
+    return jnp.min(bound, axis=-1) * (1.0 - 8 * eps)
+
+
+@jax.jit
+def _stego_flat(row_basis, cover, hidden, alpha1, alpha2):
+    """Flat ``(..., n)`` core; ``alpha2`` NaN means "pick the maximum"."""
+    hp = jnp.matmul(jnp.matmul(hidden, row_basis, precision="highest"), row_basis.T,
+                    precision="highest")
+    cp = jnp.matmul(jnp.matmul(cover, row_basis, precision="highest"), row_basis.T,
+                    precision="highest")
+    h = alpha1 * hp
+    c = cover - cp
+    amax = _bounds(h, c)
+    a2 = jnp.where(jnp.isnan(alpha2), amax, jnp.broadcast_to(alpha2, amax.shape))
+    s = h + a2[..., None] * c
+    hidden_ok = jnp.all(jnp.abs(h) <= 1.0, axis=-1)
+    return s, a2, amax, hidden_ok
+
+
+def max_alpha2(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2) -> jax.Array:
+    """The largest ``alpha2`` per pair keeping ``S`` in ``[-1, 1]^n``; shape ``(...,)``."""
+    return stego(cover, hidden, ns, alpha1=alpha1).alpha2
+
+
+def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> StegoResult:
+    """Stego images ``S = alpha1 H_perp + alpha2 C_hat`` for a batch of pairs, in one call.
+
+    Args:
+      cover: ``(..., *ns.input_shape)`` or ``(..., n)`` cover images in ``[-1, 1]``.
+      hidden: same shape, the images the network should see.
+      ns: null space of the network (e.g. from :func:`nsjax.null_space_of`).
+      alpha1: weight of the hidden component, in ``(0, 1]`` (paper: 0.2; the network should
+        be trained on ``alpha1``-rescaled copies).
+      alpha2: ``None`` (default) picks the largest value per pair that keeps ``S`` in the
+        domain (closed form, see module docstring); a float or ``(...,)`` array is used as
+        given and must keep ``S`` in the domain.
+
+    Returns:
+      :class:`StegoResult` with ``image`` of the inputs' shape and ``alpha2`` of shape ``(...,)``.
+
+    Raises:
+      DomainError: inputs outside ``[-1, 1]``/non-finite; an explicit ``alpha2`` that takes
+        ``S`` out of the domain; or a hidden image whose ``alpha1 H_perp`` alone leaves it.
+    """
+    if not 0.0 < float(alpha1) <= 1.0:
+        raise ValueError(f"alpha1 must be in (0, 1], got {alpha1}")
+    cover = check_domain(cover, "cover images")
+    hidden = check_domain(hidden, "hidden images")
+    if cover.shape != hidden.shape:
+        raise ValueError(f"cover and hidden must have the same shape, got {cover.shape} "
+                         f"and {hidden.shape}")
+    batch = _flat_shape(ns, cover.shape)
+    flat = batch + (ns.n,)
+    dtype = cover.dtype
+    if alpha2 is None:
+        a2_in = jnp.full(batch, jnp.nan, dtype)
+    else:
+        a2_in = jnp.broadcast_to(jnp.asarray(alpha2, dtype), batch)
+        if not bool(jnp.all(jnp.isfinite(a2_in) & (a2_in >= 0))):
+            raise ValueError("alpha2 must be finite and >= 0")
+    s, a2, amax, hidden_ok = _stego_flat(ns.row_basis.astype(dtype), cover.reshape(flat),
+                                         hidden.reshape(flat), jnp.asarray(alpha1, dtype), a2_in)
+    if not bool(jnp.all(hidden_ok)):
+        bad = np.flatnonzero(~np.asarray(hidden_ok).reshape(-1))
+        raise DomainError(f"alpha1 * H_perp leaves [-1, 1] for {bad.size} pair(s) (first flat "
+                          f"index {bad[0]}): no alpha2 >= 0 helps; use a smaller alpha1")
+    if alpha2 is not None:
+        over = np.asarray(a2 > amax / (1 - 8 * jnp.finfo(dtype).eps)).reshape(-1)
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            raise DomainError(
+                f"alpha2 takes the stego image out of [-1, 1] for {int(over.sum())} pair(s); "
+                f"e.g. flat index {i}: alpha2 {float(a2.reshape(-1)[i]):.4g} > max "
+                f"{float(amax.reshape(-1)[i]):.4g} (pass alpha2=None to pick the maximum)"
+            )
+    return StegoResult(s.reshape(cover.shape), a2, float(alpha1))
+
+
+def reveal(images, ns: NullSpace) -> jax.Array:
+    """What the network sees: the complement component ``(I - P_N) S``.
+
+    For ``S = alpha1 H_perp + alpha2 C_hat`` this is ``alpha1 H_perp``.  Same shape as input.
+    """
+    return ns.complement(images)
