@@ -1,0 +1,145 @@
+"""Quantitative steganography evaluation over many cover/hidden pairs.
+
+The paper shows examples; here every number comes from whole sets of pairs:
+
+* ``success_rate``: ``argmax f(S) == class(H)`` over all pairs;
+* ``success_rate_given_hidden_correct``: the same over pairs whose ``alpha1 H`` alone is
+  classified correctly (the null-space method promises 100 % there: ``f(S) = f(alpha1 H)``);
+* ``agreement_max_abs``: ``max |softmax f(S) - softmax f(alpha1 H)|`` over pairs and classes;
+* ``confidence_mean``: mean of ``max softmax f(S)``;
+* ``alpha2_*``: distribution of the chosen cover weights;
+* ``psnr_cover_mean`` / ``ssim_cover_mean``: ``S`` against the cover ``C``;
+  ``psnr_scaled_cover_mean`` / ``ssim_scaled_cover_mean``: against ``alpha2 C`` (what ``S``
+  imitates, since the cover enters with weight ``alpha2``);
+* ``psnr_hidden_mean``: ``S`` against ``H`` (low: the hidden image is not visible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nsjax._metrics import psnr, ssim
+from nsjax._nullspace import NullSpace
+from nsjax._stego import stego
+
+__all__ = ["make_pairs", "evaluate_stego"]
+
+
+def make_pairs(key: jax.Array, cover_labels, hidden_labels, n_pairs: int, *,
+               different_classes: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Random ``(cover_index, hidden_index)`` pairs, reproducible from ``key``.
+
+    With ``different_classes`` the hidden image's class differs from the cover's (covers
+    from another dataset have unrelated labels: pass ``different_classes=False``).
+
+    Returns:
+      two ``(n_pairs,)`` int arrays.
+    """
+    cl, hl = np.asarray(cover_labels), np.asarray(hidden_labels)
+    if len(cl) == 0 or len(hl) == 0:
+        raise ValueError("need at least one cover and one hidden image to make pairs")
+    if different_classes and len(set(cl.tolist()) | set(hl.tolist())) < 2:
+        raise ValueError("different_classes=True needs images of at least two classes")
+    ci, hi = [], []
+    k = key
+    while len(ci) < n_pairs:
+        k, k1, k2 = jax.random.split(k, 3)
+        c = np.asarray(jax.random.randint(k1, (2 * n_pairs,), 0, len(cl)))
+        h = np.asarray(jax.random.randint(k2, (2 * n_pairs,), 0, len(hl)))
+        keep = cl[c] != hl[h] if different_classes else np.ones(len(c), bool)
+        ci.extend(c[keep].tolist())
+        hi.extend(h[keep].tolist())
+    return np.asarray(ci[:n_pairs]), np.asarray(hi[:n_pairs])
+
+
+def evaluate_stego(
+    apply_fn: Callable[[jax.Array], jax.Array],
+    ns: NullSpace,
+    covers,
+    hiddens,
+    hidden_labels,
+    *,
+    alpha1: float = 0.2,
+    batch_size: int = 4096,
+) -> tuple[dict, dict]:
+    """Build ``S`` for every pair and measure what the network and a person see.
+
+    Args:
+      apply_fn: batched logits, ``(B, *shape) -> (B, classes)``.
+      ns: the network's null space.
+      covers, hiddens: ``(P, *shape)`` paired images in ``[-1, 1]``.
+      hidden_labels: ``(P,)`` true classes of the hidden images.
+      alpha1: hidden-image weight.
+      batch_size: pairs per call (bounds memory; each call is one jitted batch).
+
+    Returns:
+      ``(summary, details)``: summary is a JSON-able dict (module docstring); details holds
+      per-pair arrays ``stego``, ``alpha2``, ``pred``, ``conf``, ``pred_hidden``,
+      ``conf_hidden``, ``success``.
+    """
+    covers = jnp.asarray(covers)
+    hiddens = jnp.asarray(hiddens)
+    labels = np.asarray(hidden_labels)
+    if covers.shape != hiddens.shape or covers.shape[0] != labels.shape[0]:
+        raise ValueError(f"covers {covers.shape}, hiddens {hiddens.shape} and labels "
+                         f"{labels.shape} must describe the same number of pairs")
+    f = jax.jit(lambda x: jax.nn.softmax(apply_fn(x), axis=-1))
+    out = {k: [] for k in ("stego", "alpha2", "probs", "probs_h", "psnr_c", "ssim_c",
+                           "psnr_sc", "ssim_sc", "psnr_h")}
+    for start in range(0, covers.shape[0], batch_size):
+        c = covers[start:start + batch_size]
+        h = hiddens[start:start + batch_size]
+        r = stego(c, h, ns, alpha1=alpha1)
+        s, a2 = r.image, r.alpha2
+        sc = a2.reshape((-1,) + (1,) * (c.ndim - 1)) * c
+        out["stego"].append(np.asarray(s))
+        out["alpha2"].append(np.asarray(a2))
+        out["probs"].append(np.asarray(f(s)))
+        out["probs_h"].append(np.asarray(f(alpha1 * h)))
+        if c.ndim == 4:
+            out["psnr_c"].append(np.asarray(psnr(s, c)))
+            out["ssim_c"].append(np.asarray(ssim(s, c)))
+            out["psnr_sc"].append(np.asarray(psnr(s, sc)))
+            out["ssim_sc"].append(np.asarray(ssim(s, sc)))
+            out["psnr_h"].append(np.asarray(psnr(s, h)))
+    cat = {k: np.concatenate(v) if v else None for k, v in out.items()}
+    probs, probs_h = cat["probs"], cat["probs_h"]
+    pred, pred_h = probs.argmax(-1), probs_h.argmax(-1)
+    success = pred == labels
+    hidden_ok = pred_h == labels
+    a2 = cat["alpha2"]
+
+    def mean(x):
+        return None if x is None else float(np.mean(x))
+
+    summary = {
+        "n_pairs": int(labels.shape[0]),
+        "alpha1": float(alpha1),
+        "success_rate": float(success.mean()),
+        "hidden_correct_rate": float(hidden_ok.mean()),
+        "success_rate_given_hidden_correct": (float(success[hidden_ok].mean())
+                                              if hidden_ok.any() else None),
+        "prediction_equals_hidden_prediction": float((pred == pred_h).mean()),
+        "agreement_max_abs": float(np.abs(probs - probs_h).max()),
+        "confidence_mean": float(probs.max(-1).mean()),
+        "alpha2_mean": float(a2.mean()),
+        "alpha2_std": float(a2.std()),
+        "alpha2_min": float(a2.min()),
+        "alpha2_quartiles": [float(q) for q in np.quantile(a2, [0.25, 0.5, 0.75])],
+        "alpha2_max": float(a2.max()),
+        "stego_max_abs": float(np.abs(cat["stego"]).max()),
+        "psnr_cover_mean": mean(cat["psnr_c"]),
+        "ssim_cover_mean": mean(cat["ssim_c"]),
+        "psnr_scaled_cover_mean": mean(cat["psnr_sc"]),
+        "ssim_scaled_cover_mean": mean(cat["ssim_sc"]),
+        "psnr_hidden_mean": mean(cat["psnr_h"]),
+    }
+    details = {
+        "stego": cat["stego"], "alpha2": a2, "pred": pred, "conf": probs.max(-1),
+        "pred_hidden": pred_h, "conf_hidden": probs_h.max(-1), "success": success,
+    }
+    return summary, details

@@ -1,0 +1,37 @@
+"""Pairing and the quantitative stego evaluation."""
+
+import jax
+import numpy as np
+import pytest
+
+import nsjax
+from nsjax._experiment import evaluate_stego, make_pairs
+
+
+def test_make_pairs_reproducible_and_different_classes():
+    cl = np.arange(100) % 10
+    hl = (np.arange(50) * 3) % 10
+    a = make_pairs(jax.random.key(0), cl, hl, 500)
+    b = make_pairs(jax.random.key(0), cl, hl, 500)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[0].shape == (500,) and np.all(cl[a[0]] != hl[a[1]])
+    with pytest.raises(ValueError, match="two classes"):
+        make_pairs(jax.random.key(0), np.zeros(3), np.zeros(3), 5)
+
+
+def test_evaluate_stego_on_random_net():
+    model = nsjax.FCNN((784, 32, 16, 10))
+    params = nsjax.init_params(model, jax.random.key(0))
+    ns = nsjax.null_space_of(model, params, (28, 28, 1))
+    k1, k2 = jax.random.split(jax.random.key(1))
+    c = jax.random.uniform(k1, (40, 28, 28, 1), minval=-1, maxval=1)
+    h = jax.random.uniform(k2, (40, 28, 28, 1), minval=-1, maxval=1)
+    pred_h = np.asarray(model.apply(params, 0.2 * h).argmax(-1))
+    summary, details = evaluate_stego(lambda x: model.apply(params, x), ns, c, h, pred_h,
+                                      batch_size=16)
+    # labels = the net's own prediction of alpha1 H, so every pair must succeed
+    assert summary["n_pairs"] == 40 and summary["hidden_correct_rate"] == 1.0
+    assert summary["success_rate"] == 1.0 and summary["agreement_max_abs"] <= 1e-5
+    assert summary["stego_max_abs"] <= 1.0
+    assert details["stego"].shape == (40, 28, 28, 1)
+    assert 0 < summary["ssim_scaled_cover_mean"] <= 1
