@@ -70,6 +70,13 @@ class NullSpace:
       n: input dimension (static).
       rank: numerical rank (static); ``dim == n - rank``.
       input_shape: shape of one input, e.g. ``(28, 28, 1)``; ``(n,)`` for plain vectors.
+      patch: ``None`` for a general map.  ``(ph, pw)`` for a map that acts on each
+        non-overlapping ``ph x pw`` patch of an ``(H, W, C)`` input with the same matrix (a
+        convolution with stride == kernel size, i.e. a ViT patch embedding): then the
+        operator is block diagonal, ``row_basis`` is the ``(ph pw C, r_patch)`` basis of ONE
+        patch, ``singular_values`` are the patch matrix's, and
+        ``rank = r_patch * (H / ph) * (W / pw)``.  Projection never forms the
+        ``n x n`` operator.
     """
 
     row_basis: jax.Array
@@ -78,6 +85,7 @@ class NullSpace:
     n: int = struct.field(pytree_node=False)
     rank: int = struct.field(pytree_node=False)
     input_shape: tuple[int, ...] = struct.field(pytree_node=False)
+    patch: tuple[int, int] | None = struct.field(pytree_node=False, default=None)
 
     @property
     def dim(self) -> int:
@@ -98,8 +106,16 @@ class NullSpace:
             return jnp.zeros((self.n, 0), self.dtype)
         if self.rank == 0:
             return jnp.eye(self.n, dtype=self.dtype)
-        q, _ = jnp.linalg.qr(self.row_basis, mode="complete")
-        return q[:, self.rank :]
+        rb = self.row_basis
+        q, _ = jnp.linalg.qr(rb, mode="complete")
+        q = q[:, rb.shape[1] :]
+        if self.patch is None:
+            return q
+        # block diagonal: one copy of the patch null basis per patch, mapped back to pixels
+        npatch = self.n // rb.shape[0]
+        z = jnp.einsum("ij,pk->ikjp", jnp.eye(npatch, dtype=q.dtype), q)  # z[i,k,i,:] = q_k
+        z = z.reshape(npatch * q.shape[1], npatch, rb.shape[0])
+        return _unpatchify(self, z).T
 
     def project(self, x: jax.Array, *, check_finite: bool = True) -> jax.Array:
         """Orthogonal projection onto the null space: ``x - (x R) R^T``.
@@ -126,9 +142,8 @@ class NullSpace:
         return jnp.sum(self.singular_values > self.tol)
 
     def projector(self) -> jax.Array:
-        """Dense ``(n, n)`` projector onto the null space, ``I - R R^T`` (for tests/small n)."""
-        r = self.row_basis
-        return jnp.eye(self.n, dtype=r.dtype) - jnp.matmul(r, r.T, precision=HIGHEST)
+        """Dense ``(n, n)`` projector onto the null space (for tests and small n)."""
+        return self.project(jnp.eye(self.n, dtype=self.dtype))
 
     def __repr__(self) -> str:
         return (
@@ -174,14 +189,31 @@ def check_float_array(x, what: str = "x") -> jax.Array:
     return jnp.asarray(x)
 
 
+def _patchify(ns: NullSpace, x: jax.Array) -> jax.Array:
+    """``(B, n)`` -> ``(B, num_patches, ph pw C)`` in the patch layout of ``ns``."""
+    h, w, c = ns.input_shape
+    ph, pw = ns.patch
+    x = x.reshape(-1, h // ph, ph, w // pw, pw, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(x.shape[0], (h // ph) * (w // pw), ph * pw * c)
+
+
+def _unpatchify(ns: NullSpace, x: jax.Array) -> jax.Array:
+    """Inverse of :func:`_patchify`: ``(B, num_patches, ph pw C)`` -> ``(B, n)``."""
+    h, w, c = ns.input_shape
+    ph, pw = ns.patch
+    x = x.reshape(-1, h // ph, w // pw, ph, pw, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(x.shape[0], ns.n)
+
+
 def _apply(ns: NullSpace, x, part: str, check_finite: bool) -> jax.Array:
     x = check_float_array(x)
     batch = _flat_shape(ns, x.shape)
-    out, finite = _project_flat(
-        ns.row_basis.astype(jnp.result_type(x.dtype, ns.row_basis.dtype)),
-        x.reshape(batch + (ns.n,)),
-        part,
-    )
+    rb = ns.row_basis.astype(jnp.result_type(x.dtype, ns.row_basis.dtype))
+    if ns.patch is None:
+        out, finite = _project_flat(rb, x.reshape(batch + (ns.n,)), part)
+    else:
+        out, finite = _project_flat(rb, _patchify(ns, x.reshape(-1, ns.n)), part)
+        out = _unpatchify(ns, out)
     if check_finite and not isinstance(finite, jax.core.Tracer) and not bool(finite):
         raise NonFiniteError(f"x holds NaN or inf (shape {x.shape}); expected finite values")
     return out.reshape(x.shape)

@@ -71,14 +71,10 @@ def _bounds(h: jax.Array, c: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _stego_flat(row_basis, cover, hidden, alpha1, alpha2):
+def _stego_flat(ns, cover, hidden, alpha1, alpha2):
     """Flat ``(..., n)`` core; ``alpha2`` NaN means "pick the maximum"."""
-    hp = jnp.matmul(jnp.matmul(hidden, row_basis, precision="highest"), row_basis.T,
-                    precision="highest")
-    cp = jnp.matmul(jnp.matmul(cover, row_basis, precision="highest"), row_basis.T,
-                    precision="highest")
-    h = alpha1 * hp
-    c = cover - cp
+    h = alpha1 * ns.complement(hidden)
+    c = ns.project(cover)
     amax = _bounds(h, c)
     a2 = jnp.where(jnp.isnan(alpha2), amax, jnp.broadcast_to(alpha2, amax.shape))
     s = h + a2[..., None] * c
@@ -127,8 +123,8 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> 
         a2_in = jnp.broadcast_to(jnp.asarray(alpha2, dtype), batch)
         if not bool(jnp.all(jnp.isfinite(a2_in) & (a2_in >= 0))):
             raise ValueError("alpha2 must be finite and >= 0")
-    s, a2, amax, hidden_ok = _stego_flat(ns.row_basis.astype(dtype), cover.reshape(flat),
-                                         hidden.reshape(flat), jnp.asarray(alpha1, dtype), a2_in)
+    s, a2, amax, hidden_ok = _stego_flat(ns, cover.reshape(flat), hidden.reshape(flat),
+                                         jnp.asarray(alpha1, dtype), a2_in)
     if not bool(jnp.all(hidden_ok)):
         bad = np.flatnonzero(~np.asarray(hidden_ok).reshape(-1))
         raise DomainError(f"alpha1 * H_perp leaves [-1, 1] for {bad.size} pair(s) (first flat "
