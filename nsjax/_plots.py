@@ -86,7 +86,7 @@ def plot_pipeline(path, cover, hidden, cover_null, hidden_perp, stego, *, alpha1
     for ax, (img, title, fixed) in zip(axes, panels):
         _show(ax, img, title + ("" if fixed else "\n[own scale]"), fixed=fixed)
     fig.suptitle("Null-space steganography: the network sees only H$_\\perp$", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return _save(fig, path)
 
 
@@ -103,10 +103,10 @@ def plot_what_nn_sees(path, images, seen: Sequence[np.ndarray], *, names: Sequen
     for r, (label, imgs) in enumerate(blocks):
         for c in range(n):
             _show(axes[r, c], imgs[c], fixed=(r == 0))
-        axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle("What we see vs what the network sees (complement of its null space; "
-                 "rows below the first on their own scale)", fontsize=9)
-    fig.tight_layout()
+        axes[r, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle("What we see vs what each network sees: the complement of its null space "
+                 "(network rows on their own scale)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, path)
 
 

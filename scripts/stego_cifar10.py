@@ -1,0 +1,11 @@
+"""Paper experiment: null-space steganography on cifar10 (paper Sec. 4), table beside the paper's.
+
+    python scripts/stego_cifar10.py --data-dir ../shared/data --out results/cifar10
+"""
+
+import sys
+
+from nsjax._demo import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("cifar10", cover_dataset=None))

@@ -1,0 +1,11 @@
+"""Paper experiment: null-space steganography on mnist (paper Sec. 4), table beside the paper's.
+
+    python scripts/stego_mnist.py --data-dir ../shared/data --out results/mnist
+"""
+
+import sys
+
+from nsjax._demo import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("mnist", cover_dataset="fashion_mnist"))
