@@ -1,0 +1,382 @@
+"""Exact null spaces of convolutional first layers (nsjax._conv)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+import nsjax
+from nsjax._cli_conv import limit_blas_threads, partial_windings, planted_kernels
+from nsjax._conv import (
+    CroppedPatchNullSpace,
+    conv_apply,
+    conv_matrix,
+    conv_null_space,
+    conv_null_space_of_layer,
+    conv_singular_values,
+    exact_conv_rank,
+)
+from nsjax._stego import reveal, stego
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    # threaded OpenBLAS spin-waits on shared cores; these LAPACK calls are small
+    with limit_blas_threads(1):
+        yield
+
+
+def _proj(basis):
+    b = np.asarray(basis, np.float64)
+    return b @ b.T
+
+
+def _sliding_window_matrix(k2d, h, w):
+    """Independent VALID construction: one row per window position, by hand."""
+    kh, kw = k2d.shape
+    rows = []
+    for i in range(h - kh + 1):
+        for j in range(w - kw + 1):
+            img = np.zeros((h, w))
+            img[i:i + kh, j:j + kw] = k2d
+            rows.append(img.reshape(-1))
+    return np.array(rows)
+
+
+def _flax_kernel(seed, shape):
+    """A float32 kernel like Flax's default LeCun-normal init (NumPy: no XLA compile)."""
+    fan_in = int(np.prod(shape[:-1]))
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+
+
+def _dense_layer_null_space(module, params, shape):
+    """Reference: the layer's (out, n) Jacobian (jax.jacfwd) and SciPy's null space with the
+    float32 rule ``rcond = max(m, n) eps32``.  Returns (projector, nullity, matrix)."""
+    n = int(np.prod(shape))
+    p = {k: (np.zeros_like(v) if k == "bias" else v) for k, v in params.items()}
+    f = lambda x: module.apply({"params": p}, x.reshape((1,) + shape)).reshape(-1)  # noqa: E731
+    a = np.asarray(jax.jit(jax.jacfwd(f))(jnp.zeros((n,), jnp.float32)), np.float64)
+    ref = scipy.linalg.null_space(a, rcond=max(a.shape) * EPS32)
+    return ref @ ref.T, ref.shape[1], a
+
+
+def _projector(ns):
+    """Dense projector onto Null from the row basis, in NumPy (no jit)."""
+    if ns.patch is not None:
+        return np.asarray(ns.projector(), np.float64)
+    rb = np.asarray(ns.row_basis, np.float64)
+    return np.eye(ns.n) - rb @ rb.T
+
+
+# --------------------------------------------------------------------------- 28x28 facts
+
+
+def test_one_valid_kernel_has_nullity_108_matching_scipy():
+    k = _flax_kernel(0, (3, 3, 1, 1))
+    ns = conv_null_space(k, (28, 28, 1))
+    assert (ns.n, ns.rank, ns.dim) == (784, 676, 108)  # 784 - 26*26, not 109
+    assert isinstance(ns, nsjax.NullSpace) and ns.input_shape == (28, 28, 1)
+    a = _sliding_window_matrix(np.asarray(k, np.float64)[:, :, 0, 0], 28, 28)
+    ref = scipy.linalg.null_space(a)
+    assert ref.shape[1] == 108
+    assert np.abs(_proj(ns.basis()) - ref @ ref.T).max() <= 1e-5
+    assert exact_conv_rank(k, (28, 28, 1)) == 676  # also exactly: 108 is the true nullity
+
+
+def test_every_nonzero_single_kernel_is_full_rank_valid():
+    # C^T y is the full (polynomial product) convolution of y with the kernel: never 0.
+    for name, _, k in planted_kernels():
+        if k.shape[-1] != 1:
+            continue
+        expected = 784 if name == "zero" else 108
+        assert 784 - exact_conv_rank(k, (28, 28, 1)) == expected, name
+
+
+def test_six_valid_kernels_intersect_trivially():
+    k = _flax_kernel(1, (3, 3, 1, 6))
+    ns = conv_null_space(k, (28, 28, 1))
+    assert ns.dim == 0 and ns.rank == 784
+    per_kernel = [conv_null_space(k[..., i:i + 1], (28, 28, 1)).dim for i in range(6)]
+    assert per_kernel == [108] * 6
+
+
+def test_same_padding_exactly_full_rank_for_a_random_kernel():
+    k = _flax_kernel(0, (3, 3, 1, 1))
+    assert exact_conv_rank(k, (28, 28, 1), padding="SAME") == 784  # Lemma B.1, exactly
+
+
+def test_same_padding_numerical_nullity_is_zero_when_partial_windings_vanish():
+    # centre-dominant: T_N = k_c I + E with ||E|| <= sum|others| < |k_c|, for every N
+    k = np.asarray(_flax_kernel(3, (3, 3, 1, 1)), np.float64)
+    others = np.abs(k).sum() - abs(k[1, 1, 0, 0])
+    k[1, 1, 0, 0] = 1.5 * others
+    k = k.astype(np.float32)
+    wd = partial_windings(k[:, :, 0, 0], (1, 1))
+    assert wd["rows"] == {0} and wd["cols"] == {0}
+    ns = conv_null_space(k, (28, 28, 1), padding="SAME")
+    assert ns.dim == 0
+    s = conv_singular_values(k, (28, 28, 1), padding="SAME", method="svd")
+    assert s[-1] >= 0.99 * (abs(float(k[1, 1, 0, 0])) - others)
+
+
+def test_same_padding_winding_kernel_is_numerically_but_not_exactly_singular():
+    name, _, k = [p for p in planted_kernels() if p[0] == "winding-1"][0]
+    wd = partial_windings(k[:, :, 0, 0], (1, 1))
+    assert wd["rows"] == {1} and wd["cols"] == {0}
+    s = conv_singular_values(k, (28, 28, 1), padding="SAME", method="svd")
+    # one geometrically small singular value of T_28(u) times the 28 of T_28(v)
+    assert s[-28] / s[0] < 784 * np.finfo(np.float64).eps and s[-29] / s[0] > 1e-3
+    assert conv_null_space(k, (28, 28, 1), padding="SAME").dim == 28  # float32 rule
+    assert exact_conv_rank(k, (28, 28, 1), padding="SAME") == 784  # but exactly invertible
+    small = [conv_singular_values(k, (n, n, 1), padding="SAME", method="svd")
+             for n in (8, 12, 16)]
+    ratios = [v[-1] / v[0] for v in small]
+    assert ratios[0] > 10 * ratios[1] > 100 * ratios[2]  # geometric decay in N: not rounding
+
+
+def test_same_padding_default_rule_counts_float64_singular_values_below_float32_tol():
+    k = _flax_kernel(0, (3, 3, 1, 1))
+    ns = conv_null_space(k, (28, 28, 1), padding="SAME")
+    s = conv_singular_values(k, (28, 28, 1), padding="SAME", method="svd")
+    assert ns.dim == int(np.sum(s <= 784 * EPS32 * s[0]))
+    dense = nsjax.null_space(jnp.asarray(conv_matrix(k, (28, 28, 1), padding="SAME"),
+                                         jnp.float32))
+    assert dense.dim == ns.dim  # the float32 dense SVD sees the same tiny singular values
+
+
+# --------------------------------------------------------------------------- operator
+
+
+CONFIGS = [
+    dict(shape=(12, 11, 3), kernel=(3, 2), features=2, strides=(2, 1), padding=((1, 0), (2, 1)),
+         kernel_dilation=(1, 2)),
+    dict(shape=(12, 11, 3), kernel=(3, 3), features=1, strides=1, padding="SAME",
+         kernel_dilation=2),
+    dict(shape=(10, 10, 2), kernel=(3, 3), features=24, strides=2, padding="VALID",
+         kernel_dilation=1),
+    dict(shape=(9, 10, 3), kernel=(3, 3), features=4, strides=2, padding="SAME",
+         kernel_dilation=1),
+    dict(shape=(10, 9, 1), kernel=(3, 3), features=1, strides=1, padding="CIRCULAR",
+         kernel_dilation=1),
+    dict(shape=(10, 9, 2), kernel=(3, 3), features=1, strides=1, padding="REFLECT",
+         kernel_dilation=1),
+    dict(shape=(9, 9, 3), kernel=(2, 2), features=6, strides=1, padding=1, kernel_dilation=1,
+         feature_group_count=3),
+]
+
+
+def _conv_module(cfg, use_bias=True):
+    return nn.Conv(cfg["features"], cfg["kernel"], strides=cfg["strides"],
+                   padding=cfg["padding"], kernel_dilation=cfg["kernel_dilation"],
+                   feature_group_count=cfg.get("feature_group_count", 1), use_bias=use_bias)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c['padding']}-{c['features']}")
+def test_operator_equals_flax_layer_and_null_space_matches_dense(cfg):
+    shape = cfg["shape"]
+    mod = _conv_module(cfg)
+    params = jax.jit(mod.init)(jax.random.key(0), jnp.zeros((1,) + shape))["params"]
+    bias = np.asarray(params["bias"]) + np.float32(0.7)
+    params = {"kernel": params["kernel"], "bias": bias}
+    x = np.random.default_rng(1).uniform(-1, 1, (2,) + shape).astype(np.float32)
+    apply = jax.jit(mod.apply)
+    y_layer = np.asarray(apply({"params": params}, x), np.float64) - bias
+    ns = conv_null_space_of_layer(mod, {"params": params}, shape)
+    p_ref, dim_ref, a = _dense_layer_null_space(mod, params, shape)
+    # the dense Jacobian is the layer minus its bias
+    np.testing.assert_allclose(a @ x.reshape(2, -1).T, y_layer.reshape(2, -1).T, atol=2e-5)
+    assert ns.dim == dim_ref
+    assert np.abs(_projector(ns) - p_ref).max() <= 1e-5
+    if cfg.get("feature_group_count", 1) == 1:
+        kw = dict(strides=cfg["strides"], padding=cfg["padding"],
+                  dilation=cfg["kernel_dilation"])
+        zero_bias = {"kernel": params["kernel"], "bias": np.zeros_like(bias)}
+        np.testing.assert_array_equal(conv_apply(params["kernel"], x, **kw),
+                                      apply({"params": zero_bias}, x))  # same conv, bit for bit
+        np.testing.assert_allclose(conv_matrix(params["kernel"], shape, **kw), a, atol=0)
+    px = np.asarray(ns.project(x), np.float64).reshape(2, -1)
+    assert np.abs(a @ px.T).max() <= 1e-5
+
+
+def test_bias_does_not_change_the_null_space():
+    shape = (16, 16, 3)
+    m_bias = nsjax.CNN(input_shape=shape, kernels=2, use_bias=True)
+    m_nobias = nsjax.CNN(input_shape=shape, kernels=2, use_bias=False)
+    p = nsjax.init_params(m_bias, jax.random.key(0))
+    p["params"]["Conv_0"]["bias"] = jnp.array([3.0, -2.0])
+    q = {"params": {k: dict(v) for k, v in p["params"].items()}}
+    del q["params"]["Conv_0"]["bias"]
+    a = nsjax.null_space_of(m_bias, p, shape)
+    b = nsjax.null_space_of(m_nobias, q, shape)
+    assert a.dim == 768 - 2 * 14 * 14
+    c = conv_null_space(p["params"]["Conv_0"]["kernel"], shape)
+    assert a.dim == b.dim == c.dim == 768 - 2 * 14 * 14
+    np.testing.assert_array_equal(np.asarray(a.row_basis), np.asarray(b.row_basis))
+    np.testing.assert_array_equal(np.asarray(a.row_basis), np.asarray(c.row_basis))
+
+
+def test_gram_and_svd_routes_agree_and_gram_refuses_unresolvable_tolerance():
+    _, _, k = [p for p in planted_kernels() if p[0] == "common-factor-x6"][0]
+    ns_gram = conv_null_space(k, (28, 28, 1), method="gram")  # tall, rank deficient
+    ns_svd = conv_null_space(k, (28, 28, 1), method="svd")
+    assert ns_gram.dim == ns_svd.dim == 55 == 784 - exact_conv_rank(k, (28, 28, 1))
+    assert np.abs(np.asarray(ns_gram.projector(), np.float64)
+                  - np.asarray(ns_svd.projector(), np.float64)).max() <= 1e-5
+    tiny = 4056 * float(np.finfo(np.float64).eps)  # the float64 rule: below the Gram's floor
+    with pytest.raises(ValueError, match="Gram"):  # and 55 sigmas sit in the unresolved band
+        conv_null_space(k, (28, 28, 1), method="gram", rtol=tiny)
+    assert conv_null_space(k, (28, 28, 1), rtol=tiny).dim == 55  # auto switches to the SVD
+    kr = _flax_kernel(4, (3, 3, 1, 6))  # well conditioned: still decided from the Gram
+    assert conv_null_space(kr, (28, 28, 1), method="gram", rtol=tiny).dim == 0
+
+
+def test_planted_degenerate_kernels():
+    expected = {  # (VALID, SAME) exact nullities on 28x28
+        "zero": (784, 784), "corner-tap": (108, 55), "edge-tap": (108, 28),
+        "common-factor-x6": (55, 0), "common-row-factor-x6": (56, 0),
+    }
+    for name, _, k in planted_kernels():
+        if name not in expected:
+            continue
+        for padding, want in zip(("VALID", "SAME"), expected[name]):
+            assert 784 - exact_conv_rank(k, (28, 28, 1), padding=padding) == want, (name, padding)
+            if name.startswith("common") and padding == "SAME":
+                continue  # SAME numerical rank of these depends on the windings, see above
+            assert conv_null_space(k, (28, 28, 1), padding=padding).dim == want, (name, padding)
+
+
+# --------------------------------------------------------------------------- patch embeddings
+
+
+def test_patch_embedding_small_matches_dense():
+    shape = (8, 8, 3)
+    mod = nn.Conv(20, (4, 4), strides=4, padding="VALID")
+    params = jax.jit(mod.init)(jax.random.key(0), jnp.zeros((1,) + shape))["params"]
+    ns = conv_null_space_of_layer(mod, {"params": params}, shape)
+    assert ns.patch == (4, 4) and ns.row_basis.shape == (48, 20)
+    assert ns.dim == 4 * (48 - 20)
+    p_ref, dim_ref, _ = _dense_layer_null_space(mod, params, shape)
+    assert dim_ref == ns.dim
+    assert np.abs(_proj(ns.basis()) - p_ref).max() <= 1e-5
+
+
+def test_patch_embedding_with_remainder_pixels():
+    shape = (10, 9, 3)  # 2 x 2 patches of 4x4 read rows 0..7, cols 0..7
+    mod = nn.Conv(20, (4, 4), strides=4, padding="VALID", use_bias=False)
+    params = jax.jit(mod.init)(jax.random.key(0), jnp.zeros((1,) + shape))["params"]
+    ns = conv_null_space_of_layer(mod, {"params": params}, shape)
+    assert isinstance(ns, CroppedPatchNullSpace) and ns.crop == (8, 8)
+    assert ns.dim == 4 * 28 + (90 - 64) * 3
+    general = conv_null_space(params["kernel"], shape, strides=4, method="svd")
+    p_ref, dim_ref, _ = _dense_layer_null_space(mod, params, shape)
+    assert general.dim == dim_ref == ns.dim
+    p = np.asarray(ns.projector(), np.float64)
+    assert np.abs(p - p_ref).max() <= 1e-5
+    assert np.abs(p - _projector(general)).max() <= 1e-5
+    assert np.abs(p - _proj(ns.basis())).max() <= 1e-5
+    x = jax.random.uniform(jax.random.key(1), (2,) + shape, minval=-1, maxval=1)
+    np.testing.assert_allclose(jax.jit(lambda n, v: n.project(v))(ns, x), ns.project(x),
+                               atol=1e-6)
+    np.testing.assert_allclose(ns.project(x) + ns.complement(x), x, atol=1e-6)
+    np.testing.assert_array_equal(ns.project(x)[:, 8:], x[:, 8:])  # never read: all null
+    # steganography works through the NullSpace methods
+    cover = jax.random.uniform(jax.random.key(2), (2,) + shape, minval=-1, maxval=1)
+    res = stego(cover, x, ns, alpha1=0.2)
+    f = lambda v: mod.apply({"params": params}, v)  # noqa: E731
+    np.testing.assert_allclose(f(res.image), f(reveal(res.image, ns)), atol=1e-5)
+
+
+def test_vit_patch_embedding_224():
+    k = _flax_kernel(0, (16, 16, 3, 384))
+    ns = conv_null_space(k, (224, 224, 3), strides=16)
+    assert ns.patch == (16, 16) and ns.dim == 196 * (768 - 384) == 75_264
+    assert ns.row_basis.shape == (768, 384)  # 1.2 MB instead of a 150,528 x 75,264 basis
+    x = jax.random.uniform(jax.random.key(1), (3, 224, 224, 3), minval=-1, maxval=1)
+    px = ns.project(x)
+    y = conv_apply(k, x, strides=16)
+    ypx = conv_apply(k, px, strides=16)
+    assert float(jnp.abs(ypx).max()) <= 1e-5 * float(jnp.abs(y).max())
+    np.testing.assert_allclose(ns.project(px), px, atol=1e-5)
+    np.testing.assert_allclose(px + ns.complement(x), x, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("kw", [
+    dict(input_shape=(28, 28, 1), kernels=1),
+    dict(input_shape=(16, 16, 3), kernels=8, stride=2),
+    dict(input_shape=(32, 32, 3), kernels=16, kernel_size=4, stride=4),
+], ids=["mnist-1", "cifar-stride2", "cifar-patch"])
+def test_cnn_invariance_through_null_space_of(kw):
+    model = nsjax.CNN(**kw)
+    shape = kw["input_shape"]
+    params = nsjax.init_params(model, jax.random.key(0))
+    ns = nsjax.null_space_of(model, params, shape)
+    direct = conv_null_space(params["params"]["Conv_0"]["kernel"], shape,
+                             strides=kw.get("stride", 1))
+    assert ns.dim == direct.dim > 0 and ns.patch == direct.patch
+    res = nsjax.check_invariance(lambda x: model.apply(params, x), ns, jax.random.key(1),
+                                 n_probes=16)
+    assert res.passed, res.summary()
+
+
+def test_exact_rank_agrees_with_numpy_on_small_integer_kernels():
+    rng = np.random.default_rng(0)
+    for padding in ("VALID", "SAME"):
+        for _ in range(3):
+            k = rng.integers(-3, 4, (3, 3, 2, 2)).astype(np.float32)
+            a = conv_matrix(k, (6, 5, 2), padding=padding)
+            assert exact_conv_rank(k, (6, 5, 2), padding=padding) == np.linalg.matrix_rank(a)
+
+
+def test_rejects_bad_inputs():
+    k = np.ones((3, 3, 2, 1), np.float32)
+    with pytest.raises(ValueError, match="input channels"):
+        conv_null_space(k, (8, 8, 1))
+    with pytest.raises(ValueError, match="padding"):
+        conv_null_space(k, (8, 8, 2), padding="CAUSAL")
+    with pytest.raises(ValueError, match="patch"):
+        conv_null_space(k, (8, 8, 2), method="patch")
+    with pytest.raises(nsjax.NonFiniteError):
+        conv_null_space(k * np.nan, (8, 8, 2))
+
+
+def test_two_valid_kernels_share_exactly_eight_null_directions():
+    # common zeros (z, w) of the two kernel polynomials give null vectors z^i w^j: 2 (k-1)^2
+    k = _flax_kernel(5, (3, 3, 1, 2))
+    for n in (12, 28):
+        ns = conv_null_space(k, (n, n, 1))
+        assert ns.dim == 8 == n * n - exact_conv_rank(k, (n, n, 1))
+    assert conv_null_space(_flax_kernel(5, (3, 3, 1, 3)), (28, 28, 1)).dim == 0
+
+
+def test_fallback_and_low_precision_kernels():
+    conv1d = nn.Conv(2, (3,), padding="VALID")  # not 2-D: dense jacfwd route
+    p = jax.jit(conv1d.init)(jax.random.key(0), jnp.zeros((1, 10, 2)))
+    assert conv_null_space_of_layer(conv1d, p, (10, 2)).dim == 20 - 16
+    bf16 = nn.Conv(1, (3, 3), padding="VALID", param_dtype=jnp.bfloat16)
+    p = jax.jit(bf16.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    ns = conv_null_space_of_layer(bf16, p, (8, 8, 1))
+    assert ns.dim == 64 - 36 and ns.dtype == jnp.float32
+
+
+def test_cli_reports_nullities_and_invariance(capsys):
+    import argparse
+    import json
+
+    from nsjax._cli_conv import add_parser
+
+    parser = argparse.ArgumentParser(prog="nsjax")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["conv-nullspace", "--kernels", "2", "--input", "12,12,1",
+                              "--lemma-trials", "0", "--probes", "8", "--json"])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["per_kernel_nullity"] == [44, 44]
+    assert report["intersection_nullity"] == 8 and report["invariance_passed"] is True
