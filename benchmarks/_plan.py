@@ -1,0 +1,82 @@
+"""The sweeps: which sizes each group runs in ``--quick``, default and ``--full`` mode.
+
+The default sweep is sized for < 10 minutes on 2 CPU cores, so it caps two things and the
+output says so: the null-space sizes stop at 256 x 3072 (``--full`` goes on to 512 x 4096,
+1024 x 4096, 2048 x 8192 and 4096 x 16384: a dense float32 SVD of 4096 x 16384 takes
+minutes on a CPU), and n = 3072 batches stop at 10^4 rows (``--full``: 10^5).  Baselines whose
+estimated single call exceeds ``--max-call-s`` are skipped with a ``skipped:`` row, never
+silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GROUPS = (
+    "projection-60k",
+    "projection-batch",
+    "projection-rank",
+    "projection-n",
+    "null-space",
+    "stego",
+    "invariance",
+    "devices",
+)
+
+
+@dataclass
+class Plan:
+    null_space: list[tuple[int, int]]
+    batch: list[tuple[int, int, list[int]]]  # (n, r, batch sizes)
+    rank: list[tuple[int, int, list[int]]]  # (n, B, ranks)
+    n_sweep: tuple[int, int, list[int]]  # (r, B, input sizes n)
+    acceptance: tuple[int, int, int]  # (B, n, r)
+    acceptance_repeats: int
+    stego_batch: int
+    invariance_probes: int
+    devices_batch: int
+    caps: list[str] = field(default_factory=list)
+
+
+def make_plan(mode: str) -> Plan:
+    """``mode`` is ``"quick"``, ``"default"`` or ``"full"``."""
+    if mode == "quick":
+        return Plan(
+            null_space=[(32, 784), (64, 256)],
+            batch=[(784, 32, [1, 100, 1000])],
+            rank=[(784, 1000, [32, 128])],
+            n_sweep=(32, 1000, [256, 784]),
+            acceptance=(6000, 784, 32),
+            acceptance_repeats=3,
+            stego_batch=64,
+            invariance_probes=8,
+            devices_batch=4096,
+            caps=["quick mode: tiny sizes for a smoke test; the acceptance case runs at "
+                  "B = 6000 (not 60000), so no acceptance verdict is given"],
+        )
+    full = mode == "full"
+    plan = Plan(
+        null_space=[(32, 784), (128, 784), (256, 3072)],
+        batch=[
+            (784, 32, [1, 10, 100, 1000, 10_000, 100_000, 1_000_000]),
+            (3072, 256, [1, 10, 100, 1000, 10_000]),
+        ],
+        rank=[(784, 10_000, [32, 64, 128, 256, 512]),
+              (3072, 1024, [32, 64, 128, 256, 512, 1024])],
+        n_sweep=(32, 4096, [784, 1568, 3072, 6144, 12288]),
+        acceptance=(60_000, 784, 32),
+        acceptance_repeats=11,
+        stego_batch=10_000,
+        invariance_probes=64,
+        devices_batch=60_000,
+    )
+    if full:
+        plan.null_space += [(512, 4096), (1024, 4096), (2048, 8192), (4096, 16384)]
+        plan.batch[1] = (3072, 256, [1, 10, 100, 1000, 10_000, 30_000, 100_000])
+    else:
+        plan.caps = [
+            "null-space sizes capped at 256 x 3072 (--full adds 512 x 4096, 1024 x 4096, "
+            "2048 x 8192 and 4096 x 16384)",
+            "n = 3072 batch sweep capped at B = 10^4 (--full: 10^5)",
+        ]
+    return plan

@@ -1,0 +1,217 @@
+"""The benchmark harness works: output files, JSON schema, results correct vs NumPy.
+
+No timing assertions: CI machines are shared and slow.  ``python -m benchmarks --quick``
+runs once per session in a subprocess (as a user would run it, from the repository root);
+its helpers are also checked in-process on tiny data.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nsjax
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import _baselines as bl  # noqa: E402
+from benchmarks import _proposal  # noqa: E402
+from benchmarks._cases import _find_stego, _stego_numpy, fit_affine, fit_loglog  # noqa: E402
+from benchmarks._timing import measure  # noqa: E402
+
+STATS_KEYS = {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "repeats", "inner",
+              "minor_faults_per_call"}
+ENV_KEYS = {"date", "platform", "device_kind", "device_count", "jax", "jaxlib", "dtypes",
+            "precision", "cpu_count", "x64_enabled", "glibc_hugetlb", "blas_threads"}
+PROJECTION_GROUPS = {"projection-60k", "projection-batch", "projection-rank", "projection-n"}
+
+
+def _run(args, tmp):
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("NSJAX_BENCH_REEXEC", None)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", *args, "--out", str(tmp)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads((tmp / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-quick")
+    proc, doc = _run(["--quick"], out)
+    return out, proc, doc
+
+
+def test_quick_writes_all_files(quick):
+    out, proc, _ = quick
+    for name in ("results.json", "results.md", "batch.png", "rank.png", "n.png",
+                 "null_space.png", "projection_60k.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "wall time" in proc.stdout
+
+
+def test_json_schema(quick):
+    _, _, doc = quick
+    assert doc["schema"] == "nsjax-bench/1"
+    assert ENV_KEYS <= set(doc["env"])
+    assert doc["env"]["dtypes"] == ["float32"]
+    assert doc["config"]["mode"] == "quick"
+    assert doc["caps"] and doc["wall_s"] > 0
+    assert doc["gemm"]["float32"]["gflops"] > 0
+    groups = {c["group"] for c in doc["cases"]}
+    assert {"projection-60k", "projection-batch", "projection-rank", "projection-n",
+            "null-space", "stego", "invariance", "devices"} <= groups
+    for c in doc["cases"]:
+        assert c["status"] == "ok" or c["status"].startswith("skipped:"), (c["name"],
+                                                                            c["status"])
+        if c["status"] != "ok":
+            continue
+        assert c["correct"]["ok"], c["correct"]
+        for name, st in c["timings"].items():
+            assert STATS_KEYS <= set(st), name
+            assert 0 < st["min_ms"] <= st["q1_ms"] <= st["median_ms"] <= st["q3_ms"] \
+                <= st["max_ms"], (c["name"], name, st)
+        first = next(iter(c["timings"].values()))
+        assert first["first_call_ms"] > 0 and first["compile_ms"] >= 0
+
+
+def test_projection_cases_are_consistent(quick):
+    _, _, doc = quick
+    cases = [c for c in doc["cases"] if c["group"] in PROJECTION_GROUPS]
+    assert cases and all(c["status"] == "ok" for c in cases)
+    for c in cases:
+        p, t, fl, rat = c["params"], c["timings"], c["floor"], c["ratios"]["nsjax"]
+        assert p["nullity"] == p["n"] - p["r"]
+        assert fl["flops"] == 4 * p["B"] * p["n"] * p["r"]
+        assert fl["ms"] == max(fl["elementwise_ms"], fl["flops_ms"])
+        assert math.isclose(rat["x_floor"], t["nsjax"]["median_ms"] / fl["ms"])
+        assert math.isclose(rat["speedup_vs_paper"], t["paper"]["median_ms"] /
+                            t["nsjax"]["median_ms"])
+        tol = c["correct"]["tol"]
+        for v in ("nsjax", "nsjax_nocheck", "paper", "numpy"):
+            assert c["correct"]["max_abs_err"][v] <= tol
+    acc = doc["acceptance"]
+    assert acc["evaluated"] is False and "quick" in acc["reason"]
+    assert {"nsjax", "nsjax_nocheck", "proposal"} <= set(acc["variants"])
+
+
+def test_stego_row_present(quick):
+    _, _, doc = quick
+    (c,) = [c for c in doc["cases"] if c["group"] == "stego"]
+    if _find_stego() is None:
+        assert c["status"] == "skipped: not available (nsjax has no stego function)"
+    else:
+        assert c["status"] == "ok" and c["correct"]["alpha2_max_rel_err"] <= 1e-3
+
+
+def test_markdown_has_every_section(quick):
+    out, _, doc = quick
+    md = (out / "results.md").read_text()
+    assert "## Acceptance: (60000, 784) float32 batch, rank 32" in md
+    for g in {c["group"] for c in doc["cases"]}:
+        assert f"## {g}" in md
+    assert "quick mode" in md
+
+
+def test_devices_mode_reexecs_with_host_devices(tmp_path):
+    _, doc = _run(["--quick", "--devices", "4", "--no-plots"], tmp_path)
+    assert doc["env"]["device_count"] == 4
+    assert "xla_force_host_platform_device_count=4" in doc["env"]["xla_flags"]
+    (c,) = doc["cases"]
+    assert c["group"] == "devices" and c["status"] == "ok"
+    assert c["correct"]["sharding_kept"] and c["correct"]["output_devices"] == 4
+    assert c["ratios"]["nsjax_4dev"]["speedup_vs_1dev"] > 0
+
+
+# ---------------------------------------------------------------------- helpers, in-process
+
+
+def _problem(n=40, r=6, b=16, seed=0):
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((r, n)).astype(np.float32)
+    x = rng.uniform(-1, 1, (b, n)).astype(np.float32)
+    return w1, x, nsjax.null_space(w1)
+
+
+def test_baselines_agree_with_nsjax():
+    w1, x, ns = _problem()
+    ref = np.asarray(ns.project(jnp.asarray(x)))
+    nb, how = bl.paper_basis(w1)
+    assert nb.shape == (40, 34) and how == "scipy.linalg.null_space"
+    np.testing.assert_allclose(bl.paper_project(x, nb), ref, atol=1e-5)
+    np.testing.assert_allclose(bl.numpy_complement(x, np.asarray(ns.row_basis)), ref, atol=1e-5)
+    # the QR route used for large n gives the same projector
+    q, _ = np.linalg.qr(w1.T.astype(np.float64), mode="complete")
+    np.testing.assert_allclose(bl.paper_project(x, q[:, 6:]), ref, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(bl.elementwise_pass()(jnp.asarray(x))), x)
+    assert bl.paper_flops(2, 40, 6) == 4 * 2 * 40 * 34
+    for name, (fn, res) in bl.torch_variants(x, np.asarray(ns.row_basis)).items():
+        np.testing.assert_allclose(res(), ref, atol=1e-5, err_msg=name)
+
+
+def test_proposal_matches_and_catches_nonfinite():
+    w1, x, ns = _problem()
+    np.testing.assert_allclose(np.asarray(_proposal.project(ns, jnp.asarray(x))),
+                               np.asarray(ns.project(jnp.asarray(x))), atol=1e-6)
+    rng = np.random.default_rng(1)
+    for bad in (np.nan, np.inf, -np.inf):
+        for _ in range(5):
+            y = x.copy()
+            y[rng.integers(16), rng.integers(40)] = bad
+            with pytest.raises(ValueError, match="NaN or inf"):
+                _proposal.project(ns, jnp.asarray(y))
+            _proposal.project(ns, jnp.asarray(y), check_finite=False)  # no check, no error
+    zero = nsjax.null_space(np.zeros((3, 40), np.float32))  # rank 0: falls back to x
+    assert zero.rank == 0
+    y = x.copy()
+    y[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        _proposal.project(zero, jnp.asarray(y))
+
+
+def test_stego_reference_matches_nsjax():
+    stego = _find_stego()
+    if stego is None:
+        pytest.skip("nsjax has no stego function")
+    w1, _, _ = _problem(n=784, r=32)
+    ns = nsjax.null_space(w1, input_shape=(28, 28, 1))
+    rng = np.random.default_rng(3)
+    c = rng.uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+    h = rng.uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+    res = stego(jnp.asarray(c), jnp.asarray(h), ns, alpha1=0.2)
+    rb = np.asarray(ns.row_basis, np.float64)
+    s, a2 = _stego_numpy(c.reshape(8, -1).astype(np.float64), h.reshape(8, -1).astype(
+        np.float64), 0.2, lambda z: z - (z @ rb) @ rb.T, with_alpha=True)
+    np.testing.assert_allclose(np.asarray(res.image).reshape(8, -1), s, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(res.alpha2), a2, rtol=1e-4)
+
+
+def test_measure_and_fits():
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+        return jnp.ones(3) + 1
+
+    def b():
+        calls["b"] += 1
+        return np.ones(3)
+
+    st = measure({"a": a, "b": b}, repeats=4, target_s=0.0)
+    assert set(st) == {"a", "b"} and st["a"].repeats == 4 and st["b"].inner == 1
+    assert calls["a"] >= 4 + 2  # warm-up + calibration + samples
+    assert st["a"].min_ms <= st["a"].median_ms <= st["a"].max_ms
+    assert math.isclose(fit_loglog([1, 10, 100], [2, 20, 200]), 1.0)
+    aff = fit_affine([1, 2, 3], [5, 7, 9])
+    assert math.isclose(aff["slope_ms"], 2.0) and math.isclose(aff["r2"], 1.0)
+    assert jax.devices()  # the harness runs on whatever JAX offers
