@@ -2,8 +2,33 @@
 
 Reference: X. Li and K. M. Short, "Null Space Properties of Neural Networks with
 Applications to Image Steganography".
+
+The top level holds the core: null spaces (``null_space``, ``null_space_of``,
+``conv_null_space``), the invariance check, steganography and its metrics, certification
+and detection. Larger concerns live in namespaces: ``nsjax.data`` (dataset readers),
+``nsjax.training`` (optax training), ``nsjax.checkpoint``, ``nsjax.plots``,
+``nsjax.sharding`` and ``nsjax.remedy``.
 """
 
+from nsjax import _checkpoint as checkpoint
+from nsjax import _data as data
+from nsjax import _plots as plots
+from nsjax import _remedy as remedy
+from nsjax import _sharding as sharding
+from nsjax import _train as training
+from nsjax._certify import Certificate, certify, stacked_jacobian
+from nsjax._conv import (
+    CroppedPatchNullSpace,
+    conv_apply,
+    conv_matrix,
+    conv_null_space,
+    conv_null_space_of_layer,
+    conv_output_shape,
+    conv_singular_values,
+    exact_conv_rank,
+)
+from nsjax._detect import Detector, evaluate_detector, fit_detector, null_features, roc_auc
+from nsjax._experiment import evaluate_stego, make_pairs
 from nsjax._first_layer import FirstLayer, first_linear_layer, null_space_of
 from nsjax._invariance import (
     DEFAULT_SCALES,
@@ -11,8 +36,10 @@ from nsjax._invariance import (
     assert_invariant,
     check_invariance,
 )
+from nsjax._metrics import psnr, ssim
 from nsjax._models import CNN, FCNN, from_spec, init_params, input_shape_of, parse_arch, spec
 from nsjax._nullspace import NonFiniteError, NullSpace, default_rtol, null_space
+from nsjax._stego import DomainError, StegoResult, check_domain, max_alpha2, reveal, stego
 
 __version__ = "0.1.0"
 
@@ -20,19 +47,51 @@ __all__ = [
     "CNN",
     "DEFAULT_SCALES",
     "FCNN",
+    "Certificate",
+    "CroppedPatchNullSpace",
+    "Detector",
+    "DomainError",
     "FirstLayer",
     "InvarianceResult",
     "NonFiniteError",
     "NullSpace",
+    "StegoResult",
     "assert_invariant",
+    "certify",
+    "check_domain",
     "check_invariance",
+    "checkpoint",
+    "conv_apply",
+    "conv_matrix",
+    "conv_null_space",
+    "conv_null_space_of_layer",
+    "conv_output_shape",
+    "conv_singular_values",
+    "data",
     "default_rtol",
+    "evaluate_detector",
+    "evaluate_stego",
+    "exact_conv_rank",
     "first_linear_layer",
+    "fit_detector",
     "from_spec",
     "init_params",
     "input_shape_of",
+    "make_pairs",
+    "max_alpha2",
+    "null_features",
     "null_space",
     "null_space_of",
     "parse_arch",
+    "plots",
+    "psnr",
+    "remedy",
+    "reveal",
+    "roc_auc",
+    "sharding",
     "spec",
+    "ssim",
+    "stacked_jacobian",
+    "stego",
+    "training",
 ]
