@@ -35,8 +35,10 @@ def _cmd_nullspace(args: argparse.Namespace) -> int:
     input_shape = args.input_shape or (arch[0],)
     params = nsjax.init_params(model, jax.random.key(args.seed), input_shape)
     ns = nsjax.null_space_of(model, params, input_shape, rtol=args.rtol)
-    res = nsjax.check_invariance(lambda x: model.apply(params, x), ns, jax.random.key(args.seed + 1),
-                                 n_probes=args.probes) if ns.dim else None
+    res = None
+    if ns.dim:
+        res = nsjax.check_invariance(lambda x: model.apply(params, x), ns,
+                                     jax.random.key(args.seed + 1), n_probes=args.probes)
     report = {
         "arch": list(arch),
         "activation": args.activation,

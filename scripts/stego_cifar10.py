@@ -1,4 +1,4 @@
-"""Paper experiment: null-space steganography on cifar10 (paper Sec. 4), table beside the paper's.
+"""Paper experiment: null-space stego on cifar10 (paper Sec. 4) beside the paper's table.
 
     python scripts/stego_cifar10.py --data-dir ../shared/data --out results/cifar10
 """

@@ -1,4 +1,4 @@
-"""Paper experiment: null-space steganography on emnist_balanced (paper Sec. 4), table beside the paper's.
+"""Paper experiment: null-space stego on emnist_balanced (paper Sec. 4) beside the paper's table.
 
     python scripts/stego_emnist_balanced.py --data-dir ../shared/data --out results/emnist_balanced
 """

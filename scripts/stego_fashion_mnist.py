@@ -1,4 +1,4 @@
-"""Paper experiment: null-space steganography on fashion_mnist (paper Sec. 4), table beside the paper's.
+"""Paper experiment: null-space stego on fashion_mnist (paper Sec. 4) beside the paper's table.
 
     python scripts/stego_fashion_mnist.py --data-dir ../shared/data --out results/fashion_mnist
 """

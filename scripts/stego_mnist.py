@@ -1,4 +1,4 @@
-"""Paper experiment: null-space steganography on mnist (paper Sec. 4), table beside the paper's.
+"""Paper experiment: null-space stego on mnist (paper Sec. 4) beside the paper's table.
 
     python scripts/stego_mnist.py --data-dir ../shared/data --out results/mnist
 """
