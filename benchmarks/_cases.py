@@ -18,7 +18,6 @@ import numpy as np
 
 import nsjax
 from benchmarks import _baselines as bl
-from benchmarks import _proposal
 from benchmarks._env import mem_available_bytes, openblas_libs
 from benchmarks._timing import Stats, first_call, measure
 
@@ -218,9 +217,6 @@ class Runner:
             "nsjax": lambda: ns.project(xj),
             "nsjax_nocheck": lambda: ns.project(xj, check_finite=False),
         }
-        if extra:
-            fns["proposal"] = lambda: _proposal.project(ns, xj)
-            fns["proposal_nocheck"] = lambda: _proposal.project(ns, xj, check_finite=False)
         fns["elementwise"] = lambda: floor_fn(xj)
         skipped = {}
         numpy_est = 3 * bl.projection_flops(b, n, r) / gemm_rate  # skinny GEMMs: ~1/3 rate
@@ -256,8 +252,6 @@ class Runner:
         errs = {"nsjax": _maxerr(np.asarray(out)[idx], ref)}
         del out
         errs["nsjax_nocheck"] = _maxerr(np.asarray(fns["nsjax_nocheck"]())[idx], ref)
-        if extra:
-            errs["proposal"] = _maxerr(np.asarray(fns["proposal"]())[idx], ref)
         errs["numpy"] = _maxerr(bl.numpy_complement(x[idx], rb), ref)  # always checked
         if "paper" in fns:
             errs["paper"] = _maxerr(bl.paper_project(x[idx], nb), ref)
@@ -296,7 +290,7 @@ class Runner:
     def _ratios(st: dict[str, Stats], floor_ms: float) -> dict:
         med = {k: v.median_ms for k, v in st.items()}
         out = {}
-        for v in ("nsjax", "nsjax_nocheck", "proposal", "proposal_nocheck"):
+        for v in ("nsjax", "nsjax_nocheck"):
             if v not in med:
                 continue
             out[v] = {
@@ -390,10 +384,7 @@ class Runner:
         """``stego(cover, hidden, ns)`` on 28x28x1 pairs, rank-32 W1 (the paper's FCNN)."""
         case = {"group": "stego", "name": f"B={b} 28x28x1 r=32 {dtype}",
                 "params": {"B": b, "n": 784, "r": 32, "dtype": dtype}}
-        stego_fn = _find_stego()
-        if stego_fn is None:
-            case["status"] = "skipped: not available (nsjax has no stego function)"
-            return case
+        stego_fn = nsjax.stego
         gemm_rate = self.gemm_rate(dtype)
         rng = np.random.default_rng([self.s.seed, b, 99])
         w1 = rng.standard_normal((32, 784)).astype(dtype)
@@ -563,18 +554,6 @@ class Runner:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _find_stego():
-    """``stego`` if nsjax has it (public name first, then the private module), else None."""
-    fn = getattr(nsjax, "stego", None)
-    if callable(fn):
-        return fn
-    try:
-        from nsjax._stego import stego
-    except ImportError:
-        return None
-    return stego
 
 
 def _stego_numpy(c, h, alpha1, project, with_alpha=False):

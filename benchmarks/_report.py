@@ -142,8 +142,6 @@ def _acceptance_md(doc: dict) -> list[str]:
         out.append(f"| {v} | {r['ms']:.3g} | {_f(r['speedup_vs_paper'], '.1f')}x {ok1} | "
                    f"{_f(r['x_floor'], '.2f')}x {ok2} |")
     out.append("")
-    out.append("`proposal` = the cheaper finite check suggested for `_project_flat` "
-               "(benchmarks/_proposal.py), not nsjax itself.")
     return out
 
 
@@ -311,8 +309,7 @@ def write_plots(doc: dict, out: Path) -> list[Path]:
         lo = [c["timings"][k]["median_ms"] - c["timings"][k]["q1_ms"] for k in names]
         hi = [c["timings"][k]["q3_ms"] - c["timings"][k]["median_ms"] for k in names]
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
-        ax.barh(names, vals, xerr=[lo, hi], color=["C0" if "nsjax" in k else "C1" if
-                                                   "proposal" in k else "C7" for k in names])
+        ax.barh(names, vals, xerr=[lo, hi], color=["C0" if "nsjax" in k else "C7" for k in names])
         ax.axvline(c["floor"]["ms"], color="k", ls="--", label="roofline floor")
         ax.set_xscale("log")
         ax.set_xlabel("ms per call (median, IQR)")

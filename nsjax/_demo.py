@@ -111,7 +111,7 @@ def run_experiment(
       data_dir, source: where the data comes from (see :func:`nsjax._data.load`).
       arch: FCNN layer sizes; default ``(n, 32, 16, classes)`` as in the paper.
       n_pairs: number of cover/hidden pairs evaluated.
-      epochs: training epochs (default: the training module's recipe).
+      epochs: training epochs (default: ``nsjax.training.recipe(dataset)``).
       seed: PRNG seed for initialisation, minibatches, probes and pairs.
       alpha1: hidden-image weight, also the rescaling of the training copies.
       cover_dataset: a second dataset whose test images serve as covers (same image shape);
@@ -138,8 +138,8 @@ def run_experiment(
     overrides = {"alpha": alpha1, "seed": seed}
     if epochs is not None:
         overrides["epochs"] = epochs
-    cfg_a = _train.TrainConfig(**overrides)
-    cfg_b = _train.TrainConfig(**{**overrides, "seed": seed + 1})
+    cfg_a = _train.recipe(dataset, **overrides)
+    cfg_b = cfg_a.replace(seed=seed + 1)
     model, var_a, secs_a = _get_model(out, "net-a", model, cfg_a, train_ds, t0, quiet)
     _, var_b, secs_b = _get_model(out, "net-b", model, cfg_b, train_ds, t0, quiet)
     f_a = jax.jit(lambda x: model.apply(var_a, x))

@@ -24,8 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _baselines as bl  # noqa: E402
-from benchmarks import _proposal  # noqa: E402
-from benchmarks._cases import _find_stego, _stego_numpy, fit_affine, fit_loglog  # noqa: E402
+from benchmarks._cases import _stego_numpy, fit_affine, fit_loglog  # noqa: E402
 from benchmarks._timing import measure  # noqa: E402
 
 STATS_KEYS = {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "repeats", "inner",
@@ -102,16 +101,13 @@ def test_projection_cases_are_consistent(quick):
             assert c["correct"]["max_abs_err"][v] <= tol
     acc = doc["acceptance"]
     assert acc["evaluated"] is False and "quick" in acc["reason"]
-    assert {"nsjax", "nsjax_nocheck", "proposal"} <= set(acc["variants"])
+    assert {"nsjax", "nsjax_nocheck"} <= set(acc["variants"])
 
 
 def test_stego_row_present(quick):
     _, _, doc = quick
     (c,) = [c for c in doc["cases"] if c["group"] == "stego"]
-    if _find_stego() is None:
-        assert c["status"] == "skipped: not available (nsjax has no stego function)"
-    else:
-        assert c["status"] == "ok" and c["correct"]["alpha2_max_rel_err"] <= 1e-3
+    assert c["status"] == "ok" and c["correct"]["alpha2_max_rel_err"] <= 1e-3
 
 
 def test_markdown_has_every_section(quick):
@@ -159,30 +155,8 @@ def test_baselines_agree_with_nsjax():
         np.testing.assert_allclose(res(), ref, atol=1e-5, err_msg=name)
 
 
-def test_proposal_matches_and_catches_nonfinite():
-    w1, x, ns = _problem()
-    np.testing.assert_allclose(np.asarray(_proposal.project(ns, jnp.asarray(x))),
-                               np.asarray(ns.project(jnp.asarray(x))), atol=1e-6)
-    rng = np.random.default_rng(1)
-    for bad in (np.nan, np.inf, -np.inf):
-        for _ in range(5):
-            y = x.copy()
-            y[rng.integers(16), rng.integers(40)] = bad
-            with pytest.raises(ValueError, match="NaN or inf"):
-                _proposal.project(ns, jnp.asarray(y))
-            _proposal.project(ns, jnp.asarray(y), check_finite=False)  # no check, no error
-    zero = nsjax.null_space(np.zeros((3, 40), np.float32))  # rank 0: falls back to x
-    assert zero.rank == 0
-    y = x.copy()
-    y[0, 0] = np.nan
-    with pytest.raises(ValueError):
-        _proposal.project(zero, jnp.asarray(y))
-
-
 def test_stego_reference_matches_nsjax():
-    stego = _find_stego()
-    if stego is None:
-        pytest.skip("nsjax has no stego function")
+    stego = nsjax.stego
     w1, _, _ = _problem(n=784, r=32)
     ns = nsjax.null_space(w1, input_shape=(28, 28, 1))
     rng = np.random.default_rng(3)

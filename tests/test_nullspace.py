@@ -158,3 +158,27 @@ def test_bad_inputs_to_projection():
     # traced inputs skip the host-side finite check instead of failing
     out = jax.jit(lambda x: ns.project(x))(jnp.full((1, 12), jnp.nan))
     assert np.isnan(np.asarray(out)).all()
+
+
+def test_finite_check_on_coefficients_catches_every_nonfinite_entry():
+    """The check reads x R (B, r), not x: any NaN/inf in any row must still be caught."""
+    rng = np.random.default_rng(1)
+    w1 = rng.standard_normal((6, 40)).astype(np.float32)
+    x = rng.uniform(-1, 1, (16, 40)).astype(np.float32)
+    ns = nsjax.null_space(w1)
+    for bad in (np.nan, np.inf, -np.inf):
+        for _ in range(5):
+            y = x.copy()
+            y[rng.integers(16), rng.integers(40)] = bad
+            with pytest.raises(nsjax.NonFiniteError, match="NaN or inf"):
+                ns.project(jnp.asarray(y))
+            with pytest.raises(nsjax.NonFiniteError, match="NaN or inf"):
+                ns.complement(jnp.asarray(y))
+            out = ns.project(jnp.asarray(y), check_finite=False)  # no check, no error
+            assert not np.all(np.isfinite(np.asarray(out)))
+    zero = nsjax.null_space(np.zeros((3, 40), np.float32))  # rank 0: falls back to x
+    assert zero.rank == 0
+    y = x.copy()
+    y[0, 0] = np.nan
+    with pytest.raises(nsjax.NonFiniteError):
+        zero.project(jnp.asarray(y))
