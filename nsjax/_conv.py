@@ -603,13 +603,15 @@ class CroppedPatchNullSpace(NullSpace):
             raise NonFiniteError(f"x holds NaN or inf (shape {x.shape}); expected finite values")
         return x, x.reshape(batch + tuple(self.input_shape))
 
-    def project(self, x: jax.Array, *, check_finite: bool = True) -> jax.Array:
+    def project(self, x: jax.Array, *, check_finite: bool = True,
+                accurate: bool = False) -> jax.Array:
         x, img = self._split(x, check_finite)
-        return _cropped_apply(self, img, "null").reshape(x.shape)
+        return _cropped_apply(self, img, "null", bool(accurate)).reshape(x.shape)
 
-    def complement(self, x: jax.Array, *, check_finite: bool = True) -> jax.Array:
+    def complement(self, x: jax.Array, *, check_finite: bool = True,
+                   accurate: bool = False) -> jax.Array:
         x, img = self._split(x, check_finite)
-        return _cropped_apply(self, img, "perp").reshape(x.shape)
+        return _cropped_apply(self, img, "perp", bool(accurate)).reshape(x.shape)
 
     def basis(self) -> jax.Array:
         """Dense ``(n, dim)`` orthonormal null basis (small images only)."""
@@ -629,15 +631,18 @@ class CroppedPatchNullSpace(NullSpace):
                 f"dtype={self.dtype})")
 
 
-@functools.partial(jax.jit, static_argnums=(2,))
-def _cropped_apply(ns: CroppedPatchNullSpace, img: jax.Array, part: str) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _cropped_apply(ns: CroppedPatchNullSpace, img: jax.Array, part: str,
+                   accurate: bool = False) -> jax.Array:
     """Patch-wise projection of the covered crop; the remainder is null (kept / zeroed)."""
     hc, wc = ns.crop
     inner = ns._inner()
     core = img[..., :hc, :wc, :]
     if part == "null":
-        return img.at[..., :hc, :wc, :].set(inner.project(core, check_finite=False))
-    return jnp.zeros_like(img).at[..., :hc, :wc, :].set(inner.complement(core, check_finite=False))
+        return img.at[..., :hc, :wc, :].set(
+            inner.project(core, check_finite=False, accurate=accurate))
+    return jnp.zeros_like(img).at[..., :hc, :wc, :].set(
+        inner.complement(core, check_finite=False, accurate=accurate))
 
 
 def _to_jax(a, dtype):

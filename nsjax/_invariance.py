@@ -141,7 +141,8 @@ def check_invariance(
         if x.shape != (n_probes,) + shape:
             raise ValueError(f"x must have shape {(n_probes,) + shape}, got {x.shape}")
     xf = x.reshape(n_probes, ns.n)
-    v = _unit(ns.project(ns.project(jax.random.normal(kv, (n_probes, ns.n), dtype))))
+    v = _unit(ns.project(ns.project(jax.random.normal(kv, (n_probes, ns.n), dtype), accurate=True),
+                         accurate=True))
     u = _unit(ns.complement(jax.random.normal(kc, (n_probes, ns.n), dtype)))
     sign = jnp.where(jax.random.bernoulli(ks, 0.5, (n_probes, 1)), 1.0, -1.0).astype(dtype)
     a = sign * jnp.asarray(scales_arr, dtype)[None, :]  # (P, S)

@@ -73,8 +73,8 @@ def _bounds(h: jax.Array, c: jax.Array) -> jax.Array:
 @jax.jit
 def _stego_flat(ns, cover, hidden, alpha1, alpha2):
     """Flat ``(..., n)`` core; ``alpha2`` NaN means "pick the maximum"."""
-    h = alpha1 * ns.complement(hidden)
-    c = ns.project(cover)
+    h = alpha1 * ns.complement(hidden, accurate=True)
+    c = ns.project(cover, accurate=True)
     amax = _bounds(h, c)
     a2 = jnp.where(jnp.isnan(alpha2), amax, jnp.broadcast_to(alpha2, amax.shape))
     s = h + a2[..., None] * c
@@ -146,4 +146,4 @@ def reveal(images, ns: NullSpace) -> jax.Array:
 
     For ``S = alpha1 H_perp + alpha2 C_hat`` this is ``alpha1 H_perp``.  Same shape as input.
     """
-    return ns.complement(images)
+    return ns.complement(images, accurate=True)

@@ -182,3 +182,54 @@ def test_finite_check_on_coefficients_catches_every_nonfinite_entry():
     y[0, 0] = np.nan
     with pytest.raises(nsjax.NonFiniteError):
         zero.project(jnp.asarray(y))
+
+
+def _trained_like_w1(seed=0, m=32, n=784, kappa=30.0):
+    """A W1 with a spread spectrum (condition number ``kappa``), like a trained first layer."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    s = np.geomspace(kappa, 1.0, m)
+    return (u * s) @ v.T
+
+
+def test_accurate_coefficients_shrink_the_row_space_residual():
+    """``accurate=True``: ``x R`` from an exact split matmul, so ``W1 project(x)`` shrinks.
+
+    Float32 tolerance: the plain residual is ~eps * ||W1|| * ||x|| times a summation factor;
+    the accurate one must be at least 4x smaller (we see ~10-20x) and within 2 eps of scale.
+    """
+    w = _trained_like_w1()
+    ns = nsjax.null_space(w.astype(np.float32), input_shape=(28, 28, 1))
+    x = np.random.default_rng(1).uniform(-1, 1, (256, 784)).astype(np.float32)
+    x[:, :400] = -1.0  # a constant background, as in MNIST, makes the sums cancel
+    rb = np.asarray(ns.row_basis, np.float64)
+    exact = x.astype(np.float64) @ rb
+    from nsjax._nullspace import _coefficients
+
+    plain = np.asarray(_coefficients(jnp.asarray(x), ns.row_basis, False), np.float64)
+    acc = np.asarray(_coefficients(jnp.asarray(x), ns.row_basis, True), np.float64)
+    e_plain, e_acc = np.abs(plain - exact).max(), np.abs(acc - exact).max()
+    assert e_acc <= e_plain / 4, (e_acc, e_plain)
+    eps = np.finfo(np.float32).eps
+    assert e_acc <= 2 * eps * np.abs(exact).max(), e_acc
+    scale = np.linalg.norm(w, 2) * np.linalg.norm(x, axis=1).max()
+    res = lambda p: np.abs(np.asarray(p, np.float64).reshape(256, -1) @ w.T).max() / scale
+    r_plain, r_acc = res(ns.project(x)), res(ns.project(x, accurate=True))
+    assert r_acc < r_plain, (r_acc, r_plain)
+    assert r_acc <= 8 * eps, r_acc
+    np.testing.assert_allclose(np.asarray(ns.project(x, accurate=True)) +
+                               np.asarray(ns.complement(x, accurate=True)), x, atol=4 * eps * 2)
+
+
+def test_refined_row_basis_is_orthonormal_and_spans_the_row_space():
+    """The QR-refined basis: orthonormal to ~eps and ``|W (I - R R^T)| <= 4 eps |W|``."""
+    w = _trained_like_w1(seed=3).astype(np.float32)
+    ns = nsjax.null_space(w)
+    rb = np.asarray(ns.row_basis, np.float64)
+    eps = np.finfo(np.float32).eps
+    assert np.abs(rb.T @ rb - np.eye(32)).max() <= 8 * eps
+    w64 = w.astype(np.float64)
+    assert np.linalg.norm(w64 - (w64 @ rb) @ rb.T, 2) <= 4 * eps * np.linalg.norm(w64, 2)
+    _, _, vt = np.linalg.svd(w64, full_matrices=False)
+    assert np.all(np.abs(np.sum(rb * vt.T, axis=0)) > 0.99)  # the singular vectors, in order
