@@ -214,7 +214,10 @@ def test_accurate_coefficients_shrink_the_row_space_residual():
     eps = np.finfo(np.float32).eps
     assert e_acc <= 2 * eps * np.abs(exact).max(), e_acc
     scale = np.linalg.norm(w, 2) * np.linalg.norm(x, axis=1).max()
-    res = lambda p: np.abs(np.asarray(p, np.float64).reshape(256, -1) @ w.T).max() / scale
+
+    def res(p):
+        return np.abs(np.asarray(p, np.float64).reshape(256, -1) @ w.T).max() / scale
+
     r_plain, r_acc = res(ns.project(x)), res(ns.project(x, accurate=True))
     assert r_acc < r_plain, (r_acc, r_plain)
     assert r_acc <= 8 * eps, r_acc
