@@ -32,6 +32,8 @@ def test_evaluate_stego_on_random_net():
     # labels = the net's own prediction of alpha1 H, so every pair must succeed
     assert summary["n_pairs"] == 40 and summary["hidden_correct_rate"] == 1.0
     assert summary["success_rate"] == 1.0 and summary["agreement_max_abs"] <= 1e-5
+    # float64 forward pass of the float32 images: only the construction error of S remains
+    assert summary["agreement_max_abs_float64_eval"] <= 1e-5
     assert summary["stego_max_abs"] <= 1.0
     assert details["stego"].shape == (40, 28, 28, 1)
     assert 0 < summary["ssim_scaled_cover_mean"] <= 1
