@@ -323,6 +323,8 @@ class Runner:
             return ns.row_basis
 
         fns = {"nsjax": run_nsjax}
+        if np.dtype(dtype).itemsize < 8:  # the default is a float64 SVD; also time float32
+            fns["nsjax_float32_svd"] = lambda: nsjax.null_space(wj, float64_svd=False).row_basis
         skipped = {}
         # LAPACK SVDs run at ~1/20 of the GEMM rate on CPUs; the thin one costs ~6 m^2 n
         numpy_est = 6.0 * min(m, n) ** 2 * max(m, n) / (gemm_rate / 20)
@@ -349,6 +351,9 @@ class Runner:
         ref = xs - (xs @ vr) @ vr.T
         err = _maxerr(ns.project(jnp.asarray(xs, dtype)), ref)
         errs = {"nsjax": err}
+        if "nsjax_float32_svd" in fns:
+            ns32 = nsjax.null_space(wj, float64_svd=False)
+            errs["nsjax_float32_svd"] = _maxerr(ns32.project(jnp.asarray(xs, dtype)), ref)
         if "paper" in fns:
             nb = fns["paper"]()
             errs["paper"] = _maxerr(xs @ nb @ nb.T, ref)
