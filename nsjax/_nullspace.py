@@ -11,8 +11,10 @@ columns of ``V`` (the *row basis* ``R``, shape ``(n, r)``) span the row space, s
 * ``project(x)    = x - (x R) R^T``    -- the part of ``x`` the network ignores.
 
 Both cost ``4 B n r`` flops for a batch of ``B`` vectors: they scale with the rank,
-never with the nullity ``n - r``.  All matmuls run at ``Precision.HIGHEST`` so that
-TF32 / bf16 passes on accelerators cannot break the invariant ``A project(x) = 0``.
+never with the nullity ``n - r``.  (When the nullity is the smaller side, ``null_space``
+also keeps a null basis ``N`` and uses ``project(x) = (x N) N^T``: ``4 B n min(r, n - r)``.)
+All matmuls run at ``Precision.HIGHEST`` so that TF32 / bf16 passes on accelerators cannot
+break the invariant ``A project(x) = 0``.
 
 Rank tolerance (one rule, used everywhere in nsjax)::
 
@@ -67,7 +69,8 @@ class NullSpace:
 
     Attributes:
       row_basis: ``(n, rank)`` orthonormal basis of the complement ``N^perp`` (the row
-        space of the map).  Projection uses only this, so it costs ``O(B n rank)``.
+        space of the map).  Projection uses only this (unless ``null_basis`` is set), so it
+        costs ``O(B n rank)``.
       singular_values: ``(k,)`` singular values of the map, descending (``k <= n``).
       tol: scalar, the rank tolerance that was applied (``sigma_i > tol`` counts).
       n: input dimension (static).
@@ -80,6 +83,9 @@ class NullSpace:
         patch, ``singular_values`` are the patch matrix's, and
         ``rank = r_patch * (H / ph) * (W / pw)``.  Projection never forms the
         ``n x n`` operator.
+      null_basis: ``None``, or an ``(n, dim)`` orthonormal null basis that
+        :func:`null_space` stores when ``dim < rank``; projection then goes through it
+        (``(x N) N^T``), so its cost is ``O(B n min(rank, dim))``.
     """
 
     row_basis: jax.Array
@@ -89,6 +95,7 @@ class NullSpace:
     rank: int = struct.field(pytree_node=False)
     input_shape: tuple[int, ...] = struct.field(pytree_node=False)
     patch: tuple[int, int] | None = struct.field(pytree_node=False, default=None)
+    null_basis: jax.Array | None = None
 
     @property
     def dim(self) -> int:
@@ -109,6 +116,8 @@ class NullSpace:
             return jnp.zeros((self.n, 0), self.dtype)
         if self.rank == 0:
             return jnp.eye(self.n, dtype=self.dtype)
+        if self.null_basis is not None:
+            return self.null_basis
         rb = self.row_basis
         q, _ = jnp.linalg.qr(rb, mode="complete")
         q = q[:, rb.shape[1] :]
@@ -222,8 +231,18 @@ def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = T
 @functools.partial(jax.jit, static_argnames=("part", "check", "flat", "patched", "accurate"))
 def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tuple[int, ...],
                  patched: bool, accurate: bool):
-    """Cast, reshape, (un)patchify and project inside one compiled call."""
-    rb = ns.row_basis.astype(jnp.result_type(x.dtype, ns.row_basis.dtype))
+    """Cast, reshape, (un)patchify and project inside one compiled call.
+
+    With a stored null basis ``N`` (``dim < rank``) the roles swap: ``project(x) = (x N) N^T``
+    and ``complement(x) = x - (x N) N^T`` -- the same kernel with ``part`` flipped.
+    """
+    dtype = jnp.result_type(x.dtype, ns.row_basis.dtype)
+    if ns.null_basis is not None and not patched:
+        flip = {"null": "perp", "perp": "null"}[part]
+        out, finite = _project_flat(ns.null_basis.astype(dtype), x.reshape(flat + (ns.n,)),
+                                    flip, check, accurate)
+        return out.reshape(x.shape), finite
+    rb = ns.row_basis.astype(dtype)
     if not patched:
         out, finite = _project_flat(rb, x.reshape(flat + (ns.n,)), part, check, accurate)
     else:
@@ -379,6 +398,7 @@ def null_space(
     if float64_svd and traced:
         raise ValueError("float64_svd=True needs a concrete matrix (it switches on x64 for the "
                          "SVD); inside jit pass float64_svd=False or None")
+    vt64 = None
     if min(m, n) == 0:
         s = jnp.zeros((0,), a.dtype)
         vt = jnp.zeros((0, n), a.dtype)
@@ -399,11 +419,27 @@ def null_space(
         rank = int(jnp.sum(s > tol))
     elif not 0 <= rank <= min(m, n):
         raise ValueError(f"rank must be in [0, min(m, n)] = [0, {min(m, n)}], got {rank}")
+    rb = vt[:rank].T
+    null_basis = None
+    if n - rank < rank:  # the null space is the smaller side (or {0}): keep its basis too
+        if vt64 is not None:
+            with jax.enable_x64(True):
+                null_basis = _complete(vt64[:rank].T).astype(a.dtype)
+        else:
+            null_basis = _complete(rb)
     return NullSpace(
-        row_basis=vt[:rank].T,
+        row_basis=rb,
         singular_values=s,
         tol=tol,
         n=n,
         rank=int(rank),
         input_shape=input_shape,
+        null_basis=null_basis,
     )
+
+
+@jax.jit
+def _complete(rb: jax.Array) -> jax.Array:
+    """``(n, r)`` orthonormal ``rb`` -> ``(n, n - r)`` orthonormal basis of its complement."""
+    q, _ = jnp.linalg.qr(rb, mode="complete")
+    return q[:, rb.shape[1]:]

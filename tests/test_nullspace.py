@@ -248,3 +248,31 @@ def test_float64_svd_needs_a_concrete_matrix():
         jax.jit(lambda a: nsjax.null_space(a, rank=32, float64_svd=True).row_basis)(w)
     rb = jax.jit(lambda a: nsjax.null_space(a, rank=32).row_basis)(w)  # traced: float32 path
     assert rb.shape == (784, 32) and rb.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("m", [500, 676, 784])
+def test_smaller_null_side_projects_through_a_null_basis(m):
+    """``dim < rank``: a null basis is kept and used, so cost scales with min(rank, dim);
+    results match SciPy's null space (float32 tolerance 1e-5 on [-1, 1] inputs)."""
+    rng = np.random.default_rng(m)
+    w = rng.standard_normal((m, 784)).astype(np.float32)
+    ns = nsjax.null_space(w, input_shape=(28, 28, 1))
+    assert ns.null_basis is not None and ns.null_basis.shape == (784, 784 - m)
+    nb = np.asarray(ns.null_basis, np.float64)
+    np.testing.assert_allclose(nb.T @ nb, np.eye(784 - m), atol=1e-6)
+    x = rng.uniform(-1, 1, (6, 28, 28, 1)).astype(np.float32)
+    n_ref = scipy.linalg.null_space(w.astype(np.float64))
+    xf = x.reshape(6, -1).astype(np.float64)
+    ref = (xf @ n_ref) @ n_ref.T
+    p = np.asarray(ns.project(x)).reshape(6, -1)
+    np.testing.assert_allclose(p, ref, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ns.complement(x)).reshape(6, -1), xf - ref, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ns.basis()), nb)
+    if m == 784:  # trivial null space: project is exactly 0, complement exactly x
+        assert not np.any(p) and np.array_equal(np.asarray(ns.complement(x)), x)
+    y = x.copy()
+    y[0, 3, 4, 0] = np.inf
+    with pytest.raises(nsjax.NonFiniteError):
+        ns.project(y)
+    out = jax.jit(lambda s, v: s.project(v))(ns, x)  # a pytree with the extra leaf
+    np.testing.assert_allclose(np.asarray(out).reshape(6, -1), p, atol=1e-7)
