@@ -275,7 +275,9 @@ class Runner:
         case["skipped"] = skipped
         case["basis"] = base["how"]
         rate = gemm_flops / (st["gemm"].median_ms / 1e3)
-        flops = bl.projection_flops(b, n, r)
+        # nsjax projects through the smaller side: rank r, or nullity n - r with a null basis
+        side = r if ns.null_basis is None else n - r
+        flops = bl.projection_flops(b, n, side)
         floor = {"elementwise_ms": st["elementwise"].median_ms,
                  "flops_ms": flops / rate * 1e3, "flops": flops,
                  "gemm_gflops": rate / 1e9}

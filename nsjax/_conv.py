@@ -718,7 +718,28 @@ def conv_null_space(
     else:
         rb = _to_jax(sp.basis, dtype)
     return NullSpace(row_basis=rb, singular_values=s_j, tol=_jax_tol(s_j, sp.tol, sp.rank, dtype),
-                     n=g.n, rank=sp.rank, input_shape=input_shape)
+                     n=g.n, rank=sp.rank, input_shape=input_shape,
+                     null_basis=_small_null_basis(sp, g.n, dtype))
+
+
+_NULL_BASIS_MAX_N = 1024  # complete QR of the row basis: 0.1 s at n = 784, 6 s at n = 3072
+
+
+def _small_null_basis(sp, n: int, dtype):
+    """``(n, dim)`` null basis when ``dim < rank`` (projection then costs ``min``), else None.
+
+    Built in float64 from the row basis by a complete QR and rounded once; skipped above
+    ``n = 1024`` (the row basis alone is still exact, only the projection cost differs).
+    """
+    dim = n - sp.rank
+    if dim >= sp.rank:
+        return None
+    if dim == 0:
+        return jnp.zeros((n, 0), np.dtype(dtype))
+    if isinstance(sp.basis, str) or n > _NULL_BASIS_MAX_N:
+        return None
+    q, _ = np.linalg.qr(np.asarray(sp.basis, np.float64), mode="complete")
+    return _to_jax(q[:, sp.rank:], dtype)
 
 
 # --------------------------------------------------------------------------- Flax layers

@@ -380,3 +380,18 @@ def test_cli_reports_nullities_and_invariance(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["per_kernel_nullity"] == [44, 44]
     assert report["intersection_nullity"] == 8 and report["invariance_passed"] is True
+
+
+def test_valid_kernel_projects_through_its_smaller_null_basis():
+    """1 VALID 3x3 kernel on 28x28: rank 676 > nullity 108, so the (784, 108) null basis is
+    kept and projection costs 108 per pixel instead of 676; same projector as the row basis."""
+    k = _flax_kernel(3, (3, 3, 1, 1))
+    ns = conv_null_space(k, (28, 28, 1))
+    assert ns.dim == 108 and ns.null_basis.shape == (784, 108)
+    via_rows = ns.replace(null_basis=None)
+    x = jax.random.uniform(jax.random.key(2), (5, 28, 28, 1), minval=-1, maxval=1)
+    # float32: each route errs by up to ~eps * |x| * sqrt(rank) ~ 1e-7 * 16 * 26 per pixel
+    np.testing.assert_allclose(ns.project(x), via_rows.project(x), atol=1e-5)
+    np.testing.assert_allclose(ns.complement(x), via_rows.complement(x), atol=1e-5)
+    # the projection is invisible to the convolution (float32: ~eps * |k|_1 * |x|)
+    assert float(jnp.abs(conv_apply(k, ns.project(x))).max()) <= 1e-5
