@@ -127,6 +127,7 @@ from jax import lax
 from nsjax._nullspace import (
     NonFiniteError,
     NullSpace,
+    _complete,
     _flat_shape,
     check_float_array,
     default_rtol,
@@ -738,8 +739,9 @@ def _small_null_basis(sp, n: int, dtype):
         return jnp.zeros((n, 0), np.dtype(dtype))
     if isinstance(sp.basis, str) or n > _NULL_BASIS_MAX_N:
         return None
-    q, _ = np.linalg.qr(np.asarray(sp.basis, np.float64), mode="complete")
-    return _to_jax(q[:, sp.rank:], dtype)
+    with jax.enable_x64(True):
+        q = np.asarray(_complete(jnp.asarray(sp.basis, jnp.float64)))
+    return _to_jax(q, dtype)
 
 
 # --------------------------------------------------------------------------- Flax layers

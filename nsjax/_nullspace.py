@@ -119,8 +119,7 @@ class NullSpace:
         if self.null_basis is not None:
             return self.null_basis
         rb = self.row_basis
-        q, _ = jnp.linalg.qr(rb, mode="complete")
-        q = q[:, rb.shape[1] :]
+        q = _complete(rb)
         if self.patch is None:
             return q
         # block diagonal: one copy of the patch null basis per patch, mapped back to pixels
