@@ -402,12 +402,7 @@ def plot_spectrum(path, certificates: dict[str, Certificate], *, title: str = ""
     each one's tolerance as a dashed line and the lower bound's rank ``n - lower`` marked.
     ``extra``: more spectra ``{label: singular values}`` drawn in grey (e.g. a float32 stack).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
+    from nsjax._plots import _save, plt  # Agg backend, the project's figure saver
 
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
     for i, (name, c) in enumerate(certificates.items()):
@@ -430,8 +425,4 @@ def plot_spectrum(path, certificates: dict[str, Certificate], *, title: str = ""
                  "dotted: rank of the first layer", fontsize=9)
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

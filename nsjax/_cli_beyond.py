@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nsjax import _checkpoint
+from nsjax._checkpoint import _json_default
+
 __all__ = ["add_parser", "script_main", "run_certify", "run_detect", "run_remedy",
            "train_or_restore"]
 
@@ -41,18 +44,6 @@ def _log(msg: str, t0: float, quiet: bool) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"object of type {type(o).__name__} is not JSON serialisable")
-
-
 def _write(out: Path, report: dict, markdown: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
@@ -65,35 +56,12 @@ def _pct(x) -> str:
 
 def train_or_restore(out: Path, name: str, model, config, train_ds, *, t0=None,
                      quiet: bool = False):
-    """Restore ``out/checkpoints/name`` if it was trained with ``config`` on the same data,
-    otherwise train with :func:`nsjax._train.train` and save it.  Returns ``(variables,
-    train_seconds, reused)``."""
-    from nsjax import _checkpoint, _train
-
+    """:func:`nsjax._checkpoint.train_or_restore` on ``out/checkpoints/name``, with this
+    module's progress lines.  Returns ``(variables, train_seconds, reused)``."""
     t0 = time.perf_counter() if t0 is None else t0
-    ckpt = Path(out) / "checkpoints" / name
-    if ckpt.exists():
-        try:
-            _, variables, meta = _checkpoint.restore(ckpt, model)
-            metrics = meta.get("metrics") or {}
-            if (meta.get("config") == config.to_dict()
-                    and metrics.get("train_source") == train_ds.source
-                    and metrics.get("n_train") == len(train_ds)):
-                _log(f"reusing checkpoint {ckpt}", t0, quiet)
-                return variables, metrics.get("train_seconds"), True
-            _log(f"checkpoint {ckpt} was trained differently; retraining", t0, quiet)
-        except (ValueError, FileNotFoundError) as err:
-            _log(f"cannot reuse {ckpt} ({err}); retraining", t0, quiet)
-    _log(f"training {name}: {type(model).__name__} on {len(train_ds)} images + "
-         f"{config.alpha}-rescaled copies, {config.epochs} epochs", t0, quiet)
-    start = time.perf_counter()
-    variables, history = _train.train(model, train_ds.images, train_ds.labels, config,
-                                      progress=not quiet)
-    seconds = time.perf_counter() - start
-    _checkpoint.save(ckpt, model, variables, config=config,
-                     metrics={"train_seconds": seconds, "train_source": train_ds.source,
-                              "n_train": len(train_ds), "history": history})
-    return variables, seconds, False
+    return _checkpoint.train_or_restore(Path(out) / "checkpoints" / name, model, config,
+                                        train_ds,
+                                        log=None if quiet else (lambda m: _log(m, t0, quiet)))
 
 
 def _load(dataset, data_dir, source, limit=None):

@@ -17,21 +17,11 @@ import os
 import time
 from pathlib import Path
 
+from nsjax._checkpoint import _json_default
+
 __all__ = ["add_parser", "train_and_evaluate", "config_from_args", "DEFAULT_ARCH"]
 
 DEFAULT_ARCH = "784,32,16,10"
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"object of type {type(o).__name__} is not JSON serialisable")
 
 
 def train_and_evaluate(

@@ -52,31 +52,6 @@ def _log(msg: str, t0: float, quiet: bool) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
 
 
-def _get_model(out_dir: Path, name: str, model, config, train_ds, t0, quiet):
-    """Restore ``out_dir/checkpoints/name`` if it matches; otherwise train and save it."""
-    ckpt = out_dir / "checkpoints" / name
-    if ckpt.exists():
-        try:
-            m, variables, meta = _checkpoint.restore(ckpt, model)
-            if meta.get("config") == config.to_dict() and meta.get("metrics", {}).get(
-                    "train_source") == train_ds.source:
-                _log(f"reusing checkpoint {ckpt}", t0, quiet)
-                return m, variables, meta.get("metrics", {}).get("train_seconds")
-            _log(f"checkpoint {ckpt} was trained differently; retraining", t0, quiet)
-        except (ValueError, FileNotFoundError) as err:
-            _log(f"cannot reuse {ckpt} ({err}); retraining", t0, quiet)
-    _log(f"training {name}: FCNN{model.arch} on {len(train_ds)} images + "
-         f"{config.alpha}-rescaled copies, {config.epochs} epochs", t0, quiet)
-    start = time.perf_counter()
-    variables, history = _train.train(model, train_ds.images, train_ds.labels, config,
-                                      progress=not quiet)
-    seconds = time.perf_counter() - start
-    _checkpoint.save(ckpt, model, variables, config=config,
-                     metrics={"train_seconds": seconds, "train_source": train_ds.source,
-                              "history": history})
-    return model, variables, seconds
-
-
 def run_demo(out_dir: str | Path = "results/demo", *, data_dir=None, source: str = "embedded",
              **kwargs) -> dict:
     """The main job: :func:`run_experiment` on MNIST with the paper's (784, 32, 16, 10) net.
@@ -140,8 +115,13 @@ def run_experiment(
         overrides["epochs"] = epochs
     cfg_a = _train.recipe(dataset, **overrides)
     cfg_b = cfg_a.replace(seed=seed + 1)
-    model, var_a, secs_a = _get_model(out, "net-a", model, cfg_a, train_ds, t0, quiet)
-    _, var_b, secs_b = _get_model(out, "net-b", model, cfg_b, train_ds, t0, quiet)
+    def log(msg):
+        _log(msg, t0, quiet)
+
+    var_a, secs_a, _ = _checkpoint.train_or_restore(out / "checkpoints" / "net-a", model,
+                                                    cfg_a, train_ds, log=None if quiet else log)
+    var_b, secs_b, _ = _checkpoint.train_or_restore(out / "checkpoints" / "net-b", model,
+                                                    cfg_b, train_ds, log=None if quiet else log)
     f_a = jax.jit(lambda x: model.apply(var_a, x))
 
     ns = null_space_of(model, var_a, train_ds.input_shape)

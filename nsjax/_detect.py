@@ -309,12 +309,7 @@ def make_stego_set(ns: NullSpace, covers, cover_labels, hiddens, hidden_labels, 
 def plot_roc(path, curves: dict[str, tuple[np.ndarray, np.ndarray, float]], *, title: str = "",
              fpr_mark: float | None = 0.01):
     """ROC curves ``{label: (fpr, tpr, auc)}``, log-scaled FPR axis, the target FPR marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
+    from nsjax._plots import _save, plt  # Agg backend, the project's figure saver
 
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
     for label, (fpr, tpr, auc) in curves.items():
@@ -329,8 +324,4 @@ def plot_roc(path, curves: dict[str, tuple[np.ndarray, np.ndarray, float]], *, t
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

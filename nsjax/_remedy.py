@@ -296,12 +296,7 @@ def plot_first_layer_spectra(path, entries: dict, target_dim: int, input_shape, 
                              title: str = ""):
     """Singular values of each net's first-layer matrix (relative to ``sigma_max``, log
     scale), with the boundary of the attacker's ``target_dim``-dimensional weakest space."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
+    from nsjax._plots import _save, plt  # Agg backend, the project's figure saver
 
     n = math.prod(input_shape)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -318,8 +313,4 @@ def plot_first_layer_spectra(path, entries: dict, target_dim: int, input_shape, 
     ax.set_title(title or "first-layer spectra (exact zeros drawn at 1e-17)", fontsize=9)
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -69,13 +69,12 @@ def run(out: Path, *, data_dir=None, source="embedded", epochs=20, n_pairs=1000,
             row["stego"] = summary
             k = 4
             pc = np.asarray(jax.nn.softmax(f(x[ci[:k]]), -1))
-            ph = np.asarray(jax.nn.softmax(f(alpha1 * x[hi[:k]]), -1))
-            pr = np.stack([det["pred"][:k], det["conf"][:k]], 1)
             plots.plot_triplets(
                 out / "figures" / f"triplets_{name}.png", x[ci[:k]], x[hi[:k]],
                 det["stego"][:k], alpha1=alpha1, alpha2=det["alpha2"][:k],
                 cover_pred=np.stack([pc.argmax(-1), pc.max(-1)], 1),
-                hidden_pred=np.stack([ph.argmax(-1), ph.max(-1)], 1), stego_pred=pr,
+                hidden_pred=np.stack([det["pred_hidden"][:k], det["conf_hidden"][:k]], 1),
+                stego_pred=np.stack([det["pred"][:k], det["conf"][:k]], 1),
                 class_names=tr.class_names,
                 title=f"CNN {name}: null space dim {ns.dim}")
         else:
