@@ -157,6 +157,12 @@ def blas_threads(set_to: int | None = None) -> dict[str, int]:
     return out
 
 
+def _kernel_info() -> str:
+    from nsjax import _cpu_kernel
+
+    return _cpu_kernel.info()
+
+
 def describe(dtypes: list[str], precision: str) -> dict:
     """Everything the numbers depend on: devices, versions, dtype, precision, cores, date."""
     import jax
@@ -188,6 +194,7 @@ def describe(dtypes: list[str], precision: str) -> dict:
         "torch": torch_version,
         "python": platform.python_version(),
         "x64_enabled": bool(jax.config.jax_enable_x64),
+        "cpu_kernel": _kernel_info(),
         "dtypes": dtypes,
         "precision": precision,
         "cpu_model": _cpu_model(),

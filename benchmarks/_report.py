@@ -9,6 +9,8 @@ from pathlib import Path
 VARIANT_STYLE = {  # label, matplotlib style
     "nsjax": ("nsjax", dict(color="C0", marker="o", lw=2)),
     "nsjax_nocheck": ("nsjax, check_finite=False", dict(color="C0", marker=".", ls=":")),
+    "nsjax_xla": ("nsjax via XLA matmuls (no fused kernel)", dict(color="C1", marker="x",
+                                                                  ls="--")),
     "paper": ("paper: X @ N @ N.T", dict(color="C3", marker="s")),
     "numpy": ("NumPy: X - (X R) R.T", dict(color="C2", marker="^")),
     "torch_cpu": ("PyTorch CPU", dict(color="C4", marker="v")),
@@ -153,7 +155,7 @@ def _fits_md(doc: dict) -> list[str]:
         for e in f.get(key, []):
             fixed = ", ".join(f"{k}={e[k]}" for k in e if k in ("n", "r", "B"))
             parts = []
-            for v in ("nsjax", "paper", "elementwise"):
+            for v in ("nsjax", "nsjax_xla", "paper", "elementwise"):
                 if v in e and e[v]["loglog_slope"] is not None:
                     aff = e[v]["affine"]
                     parts.append(f"{v}: log-log slope {e[v]['loglog_slope']:.2f}, affine "
@@ -171,16 +173,16 @@ def _fits_md(doc: dict) -> list[str]:
 
 
 def _projection_table(cases: list[dict]) -> list[str]:
-    head = ("| B | n | r | nullity | dtype | nsjax ms [IQR] | no check | first call | paper ms"
-            " | x paper | numpy ms | x numpy | torch ms | floor ms (elem / flops) | x floor "
-            "| max err |")
-    out = [head, "|" + "---|" * 16]
+    head = ("| B | n | r | nullity | dtype | nsjax ms [IQR] | no check | XLA matmuls "
+            "| first call | paper ms | x paper | numpy ms | x numpy | torch ms "
+            "| floor ms (elem / flops) | x floor | max err |")
+    out = [head, "|" + "---|" * 17]
     for c in cases:
         p = c.get("params", {})
         pre = (f"| {p.get('B', '?')} | {p.get('n', '?')} | {p.get('r', '?')} | "
                f"{p.get('nullity', '?')} | {p.get('dtype', '?')} ")
         if c.get("status") != "ok":
-            out.append(pre + f"| {c.get('status')} |" + " |" * 10)
+            out.append(pre + f"| {c.get('status')} |" + " |" * 11)
             continue
         t, r, fl = c["timings"], c["ratios"]["nsjax"], c["floor"]
         torch = t.get("torch_cuda") or t.get("torch_cpu")
@@ -190,6 +192,7 @@ def _projection_table(cases: list[dict]) -> list[str]:
         err = max(c["correct"]["max_abs_err"].values())
         out.append(
             pre + f"| {_ms(t['nsjax'])} | {t['nsjax_nocheck']['median_ms']:.3g} | "
+            f"{_f(t['nsjax_xla']['median_ms'] if 'nsjax_xla' in t else None)} | "
             f"{t['nsjax']['first_call_ms']:.3g} | {paper} | {_x(r['speedup_vs_paper'])} | "
             f"{numpy} | {_x(r['speedup_vs_numpy'])} | "
             f"{_f(torch['median_ms'] if torch else None)} | {fl['ms']:.3g} "

@@ -163,7 +163,7 @@ def fits(doc: dict) -> dict:
             cs = sorted(cs, key=lambda c: c["params"][field_])
             xs = [c["params"][field_] for c in cs]
             ys = {v: [c["timings"][v]["median_ms"] for c in cs]
-                  for v in ("nsjax", "nsjax_nocheck", "paper", "elementwise")
+                  for v in ("nsjax", "nsjax_nocheck", "nsjax_xla", "paper", "elementwise")
                   if all(v in c["timings"] for c in cs)}
             # batch: fit where the fixed per-call overhead is negligible (B >= 10^4)
             sel = [i for i, x in enumerate(xs) if field_ != "B" or x >= 10_000]

@@ -26,6 +26,7 @@ from benchmarks._env import reexec_if_needed, want_hugepages  # noqa: E402
 LABELS = {
     "nsjax": "nsjax ns.project(x)",
     "nsjax_nocheck": "nsjax, check_finite=False",
+    "nsjax_xla": "nsjax via XLA matmuls",
     "paper": "paper: X @ N @ N.T",
     "numpy": "NumPy: X - (X R) R.T",
     "torch_cpu": "PyTorch CPU",
@@ -50,6 +51,7 @@ def run_and_print(b: int = 60_000, n: int = 784, r: int = 32, repeats: int = 11,
           f"jax {jax.__version__}, glibc hugetlb {'on' if env['glibc_hugetlb'] else 'off'} "
           f"(THP {env['thp_mode']}), OpenBLAS threads {sorted(set(env['blas_threads'].values()))}"
           f", load {env['load_average_at_start']}")
+    print(env["cpu_kernel"])
     runner = Runner(Settings(repeats=repeats, seed=seed, best_blas=best_blas),
                     log=lambda *a: None)
     c = runner.projection("projection-60k", b, n, r, "float32", extra=True, repeats=repeats)

@@ -27,6 +27,7 @@ from nsjax._conv import (
     conv_singular_values,
     exact_conv_rank,
 )
+from nsjax._cpu_kernel import info as cpu_kernel_info
 from nsjax._detect import Detector, evaluate_detector, fit_detector, null_features, roc_auc
 from nsjax._experiment import evaluate_stego, make_pairs
 from nsjax._first_layer import FirstLayer, first_linear_layer, null_space_of
@@ -67,6 +68,7 @@ __all__ = [
     "conv_null_space_of_layer",
     "conv_output_shape",
     "conv_singular_values",
+    "cpu_kernel_info",
     "data",
     "default_rtol",
     "evaluate_detector",

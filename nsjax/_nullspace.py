@@ -46,6 +46,8 @@ import numpy as np
 from flax import struct
 from jax import lax
 
+from nsjax import _cpu_kernel
+
 HIGHEST = lax.Precision.HIGHEST
 
 __all__ = ["NullSpace", "null_space", "default_rtol", "NonFiniteError"]
@@ -207,10 +209,14 @@ def _coefficients(x: jax.Array, row_basis: jax.Array, accurate: bool) -> jax.Arr
     return main + corr
 
 
-@functools.partial(jax.jit, static_argnames=("part", "check", "accurate"))
+@functools.partial(jax.jit, static_argnames=("part", "check", "accurate", "kernel"))
 def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = True,
-                  accurate: bool = False):
+                  accurate: bool = False, kernel: bool = False):
     """``x``: ``(..., n)``.  One fused call for any batch shape: no Python loop.
+
+    ``kernel``: use the fused CPU kernel (:mod:`nsjax._cpu_kernel`; XLA's matmuls on other
+    platforms), which projects each tile of rows in cache: one pass over the batch instead
+    of three.  It computes the same finite flag.
 
     The finite check reads the ``(..., r)`` coefficients ``x R``, not ``x``: under IEEE
     arithmetic a NaN/inf anywhere in a row of ``x`` makes every coefficient of that row
@@ -219,6 +225,9 @@ def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = T
     ``r`` values per row instead of ``n`` saves a full pass over the batch (85 -> 69 ms for
     ``benchmarks/projection_60k.py`` on 2 CPU cores).  Rank 0 checks ``x``.
     """
+    if kernel:
+        out, finite = _cpu_kernel.project_rows(x, row_basis, part == "null")
+        return out, (finite if check else jnp.asarray(True))
     coef = _coefficients(x, row_basis, accurate)  # (..., r)
     perp = jnp.matmul(coef, row_basis.T, precision=HIGHEST)  # (..., n)
     out = perp if part == "perp" else x - perp
@@ -227,26 +236,34 @@ def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = T
     return out, jnp.all(jnp.isfinite(coef if row_basis.shape[1] else x))
 
 
-@functools.partial(jax.jit, static_argnames=("part", "check", "flat", "patched", "accurate"))
+@functools.partial(jax.jit,
+                   static_argnames=("part", "check", "flat", "patched", "accurate", "kernel"))
 def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tuple[int, ...],
-                 patched: bool, accurate: bool):
+                 patched: bool, accurate: bool, kernel: bool | None = None):
     """Cast, reshape, (un)patchify and project inside one compiled call.
 
     With a stored null basis ``N`` (``dim < rank``) the roles swap: ``project(x) = (x N) N^T``
     and ``complement(x) = x - (x N) N^T`` -- the same kernel with ``part`` flipped.
     """
     dtype = jnp.result_type(x.dtype, ns.row_basis.dtype)
+
+    def use_kernel(basis):  # decided at trace time from shapes and dtypes
+        auto = not accurate and dtype == jnp.float32 and _cpu_kernel.supports(basis)
+        return auto if kernel is None else bool(kernel) and auto
+
     if ns.null_basis is not None and not patched:
         flip = {"null": "perp", "perp": "null"}[part]
-        out, finite = _project_flat(ns.null_basis.astype(dtype), x.reshape(flat + (ns.n,)),
-                                    flip, check, accurate)
+        nb = ns.null_basis.astype(dtype)
+        out, finite = _project_flat(nb, x.reshape(flat + (ns.n,)), flip, check, accurate,
+                                    use_kernel(nb))
         return out.reshape(x.shape), finite
     rb = ns.row_basis.astype(dtype)
     if not patched:
-        out, finite = _project_flat(rb, x.reshape(flat + (ns.n,)), part, check, accurate)
+        out, finite = _project_flat(rb, x.reshape(flat + (ns.n,)), part, check, accurate,
+                                    use_kernel(rb))
     else:
         out, finite = _project_flat(rb, _patchify(ns, x.reshape(-1, ns.n)), part, check,
-                                    accurate)
+                                    accurate, use_kernel(rb))
         out = _unpatchify(ns, out)
     return out.reshape(x.shape), finite
 
@@ -292,12 +309,17 @@ def _unpatchify(ns: NullSpace, x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], ns.n)
 
 
-def _apply(ns: NullSpace, x, part: str, check_finite: bool, accurate: bool = False) -> jax.Array:
+def _apply(ns: NullSpace, x, part: str, check_finite: bool, accurate: bool = False,
+           kernel: bool | None = None) -> jax.Array:
+    """``kernel``: ``None`` picks the fused CPU kernel where it applies (float32, plain
+    mode, at most ``_cpu_kernel.MAX_COLS`` basis columns); ``False`` forces XLA's matmuls
+    (the benchmarks time both)."""
     x = check_float_array(x)
     batch = _flat_shape(ns, x.shape)
     traced = isinstance(x, jax.core.Tracer)
     check = bool(check_finite) and not traced
-    out, finite = _project_any(ns, x, part, check, batch, ns.patch is not None, bool(accurate))
+    out, finite = _project_any(ns, x, part, check, batch, ns.patch is not None, bool(accurate),
+                               kernel)
     if check and not bool(finite):
         raise NonFiniteError(f"x holds NaN or inf (shape {x.shape}); expected finite values")
     return out

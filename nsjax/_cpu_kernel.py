@@ -1,0 +1,157 @@
+"""The fused CPU projection kernel (``nsjax/_kernels/project_cpu.cc``), behind a JAX op.
+
+XLA:CPU computes ``x - (x R) R^T`` as two Eigen matmuls and a subtraction: three passes
+over the batch, the second matmul (contraction length ``r``) at about half the GEMM rate.
+The kernel projects each tile of rows while it is in cache (one read of ``x``, one write),
+which brings ``(60000, 784)`` onto a rank-32 complement from ~2.4x to ~1.1x the roofline
+floor on 2 CPU cores (``python -m benchmarks.projection_60k``).
+
+:func:`project_rows` is what :mod:`nsjax._nullspace` calls.  It is
+
+* **exact float32 arithmetic** (FMAs, no reduced-precision passes; the same as
+  ``Precision.HIGHEST``, summed in another order: the results agree with XLA's to a few
+  ulps of ``|x|``);
+* **CPU only**: under ``jit`` for another platform, ``lax.platform_dependent`` lowers
+  XLA's matmuls instead, so one traced function serves CPU, GPU and TPU;
+* **differentiable** (``custom_jvp``: tangents go through XLA's matmuls, reverse mode by
+  transposing them) and **vmappable** (the kernel takes a batch of bases).
+
+The library is built by ``pip install`` from the C++ source (``setup.py``, an optional
+extension: without a compiler nsjax installs and uses XLA's matmuls).  :func:`available`
+says whether it is in use; ``NSJAX_CPU_KERNEL=0`` in the environment switches it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["available", "info", "project_rows", "project_rows_xla", "MAX_COLS"]
+
+TARGET = "nsjax_project_f32"
+LANES = 16  # basis columns are zero-padded to a multiple of this (the AVX-512 width)
+MAX_COLS = 256  # the kernel's limit on (padded) basis columns; wider bases use XLA
+HIGHEST = lax.Precision.HIGHEST
+_ISA_NAMES = {0: "none", 1: "avx2+fma", 2: "avx512f"}
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[bool, str]:
+    """Find, load and register the kernel once; ``(ok, why)``."""
+    if os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower() in ("0", "false", "off", "no"):
+        return False, "switched off by NSJAX_CPU_KERNEL"
+    spec = importlib.util.find_spec("nsjax._project_cpu")
+    if spec is None or not spec.origin:
+        return False, "the extension nsjax._project_cpu was not built (no C++ compiler at install?)"
+    try:
+        lib = ctypes.CDLL(spec.origin)
+        isa = int(lib.nsjax_project_isa())
+    except OSError as e:  # pragma: no cover - a broken build
+        return False, f"could not load {spec.origin}: {e}"
+    if isa == 0:
+        return False, "this CPU has neither AVX-512F nor AVX2+FMA"
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.NsjaxProjectF32), platform="cpu")
+    return True, f"{_ISA_NAMES.get(isa, isa)} ({os.path.basename(spec.origin)})"
+
+
+def available() -> bool:
+    """Whether :func:`project_rows` uses the fused kernel on CPU (else XLA's matmuls)."""
+    return _load()[0]
+
+
+def info() -> str:
+    """One line on the kernel: its instruction set and library, or why it is not in use."""
+    ok, why = _load()
+    return f"fused CPU kernel: {why}" if ok else f"fused CPU kernel not in use: {why}"
+
+
+@functools.lru_cache(maxsize=1)
+def _one_cpu_device() -> bool:
+    return len(jax.devices("cpu")) == 1
+
+
+def supports(basis: jax.Array) -> bool:
+    """Whether the kernel takes this ``(n, c)`` basis (float32, ``1 <= c <= MAX_COLS``).
+
+    Only with a single CPU device: the custom call has no sharding rule, so with several
+    (``--xla_force_host_platform_device_count``) nsjax keeps XLA's matmuls, which XLA
+    partitions over a batch-sharded ``x`` (:mod:`nsjax.sharding`).
+    """
+    c = basis.shape[-1]
+    return (available() and basis.dtype == jnp.float32 and basis.ndim == 2
+            and 1 <= -(-c // LANES) * LANES <= MAX_COLS and _one_cpu_device())
+
+
+def project_rows_xla(x: jax.Array, basis: jax.Array, null_part: bool):
+    """Reference: ``x - (x B) B^T`` (``null_part``) or ``(x B) B^T``, and the coefficients.
+
+    ``x``: ``(..., n)``, ``basis``: ``(n, c)``.  Returns ``(out, coef)``: ``(..., n)`` and
+    ``(..., c)``.
+    """
+    coef = jnp.matmul(x, basis, precision=HIGHEST)
+    perp = jnp.matmul(coef, basis.T, precision=HIGHEST)
+    return (x - perp if null_part else perp), coef
+
+
+def _kernel_call(x2: jax.Array, basis: jax.Array, null_part: bool):
+    """``x2``: ``(M, n)``, ``basis``: ``(n, c)`` -> ``(out (M, n), bad int32 ())``."""
+    n, c = basis.shape
+    rp = -(-c // LANES) * LANES
+    r = jnp.pad(basis, ((0, 0), (0, rp - c)))  # zero columns add exact zeros
+    call = jax.ffi.ffi_call(
+        TARGET,
+        (jax.ShapeDtypeStruct(x2.shape, jnp.float32), jax.ShapeDtypeStruct((), jnp.int32)),
+        vmap_method="broadcast_all",
+    )
+    return call(x2, r, r.T, null_part=bool(null_part))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _fused(x: jax.Array, basis: jax.Array, null_part: bool):
+    n = basis.shape[0]
+
+    def cpu(x, basis):
+        out, bad = _kernel_call(x.reshape(-1, n), basis, null_part)
+        return out.reshape(x.shape), bad == 0
+
+    def other(x, basis):
+        out, coef = project_rows_xla(x, basis, null_part)
+        return out, jnp.all(jnp.isfinite(coef))
+
+    return lax.platform_dependent(x, basis, cpu=cpu, default=other)
+
+
+@_fused.defjvp
+def _fused_jvp(null_part, primals, tangents):
+    out = _fused(*primals, null_part)
+    dout = jax.jvp(lambda x, b: project_rows_xla(x, b, null_part)[0], primals, tangents)[1]
+    return out, (dout, np.zeros((), jax.dtypes.float0))
+
+
+def project_rows(x: jax.Array, basis: jax.Array, null_part: bool):
+    """``x - (x B) B^T`` (``null_part``) or ``(x B) B^T``, fused on CPU.
+
+    Args:
+      x: ``(..., n)`` float32.
+      basis: ``(n, c)`` float32 with orthonormal columns, ``1 <= c <= MAX_COLS`` (check
+        with :func:`supports`).
+      null_part: which side to return.
+
+    Returns:
+      ``(out, finite)``: ``(..., n)`` float32 and a scalar bool, False iff a coefficient
+      ``x B`` was NaN/inf (so iff ``x`` held NaN/inf, or was large enough to overflow).
+    """
+    if not supports(basis):
+        raise ValueError(f"the fused kernel takes a float32 (n, c) basis with 1 <= c <= "
+                         f"{MAX_COLS}; got {basis.dtype} {basis.shape} ({info()})")
+    if x.dtype != jnp.float32 or x.shape[-1] != basis.shape[0]:
+        raise ValueError(f"expected float32 x of shape (..., {basis.shape[0]}), got "
+                         f"{x.dtype} {x.shape}")
+    return _fused(x, basis, bool(null_part))

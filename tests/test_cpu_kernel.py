@@ -1,0 +1,216 @@
+"""The fused CPU projection kernel (nsjax/_cpu_kernel.py, nsjax/_kernels/project_cpu.cc).
+
+Oracle: the same projection in float64 NumPy.  Tolerance: each output is two float32 dot
+products (length n, then length c); their rounding errors are random-signed, so they grow
+like sqrt(n) eps |x|, and we allow 16 sqrt(n) eps max|x| (n = 784: 5e-5; measured: < 1e-6).
+A wrong index or a missed tail column gives errors of order |x|.
+"""
+
+import os
+import platform
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nsjax
+from nsjax import _cpu_kernel as K
+from nsjax import _nullspace
+
+EPS = float(np.finfo(np.float32).eps)
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and f" {flag}" in line for line in f)
+    except OSError:
+        return False
+
+
+X86_AVX2 = platform.machine() in ("x86_64", "AMD64") and _cpu_has("avx2") and _cpu_has("fma")
+needs_kernel = pytest.mark.skipif(not K.available(), reason=K.info())
+
+
+def _basis(n, c, seed=1):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, c)))
+    return jnp.asarray(q, jnp.float32)
+
+
+def _x(shape, seed=0, scale=1.0):
+    return jnp.asarray(np.random.default_rng(seed).uniform(-scale, scale, shape), jnp.float32)
+
+
+def _ref(x, b, null_part):
+    x64, b64 = np.asarray(x, np.float64), np.asarray(b, np.float64)
+    perp = (x64 @ b64) @ b64.T
+    return x64 - perp if null_part else perp
+
+
+def _tol(x):
+    return 16 * np.sqrt(x.shape[-1]) * EPS * max(float(jnp.max(jnp.abs(x))), 1e-30)
+
+
+def test_kernel_is_built_where_the_cpu_can_run_it():
+    # CI and developer machines are x86_64 with AVX2: the optional extension must have been
+    # built by `pip install` and be in use, or nsjax silently falls back to XLA's matmuls.
+    if X86_AVX2 and os.environ.get("NSJAX_CPU_KERNEL", "1") != "0":
+        assert K.available(), K.info()
+        assert "avx" in K.info()
+    else:
+        assert not K.available()
+        assert "not in use" in K.info()
+    assert nsjax.cpu_kernel_info() == K.info()
+
+
+@needs_kernel
+@pytest.mark.parametrize("null_part", [True, False])
+@pytest.mark.parametrize(
+    "m,n,c",
+    [(1, 5, 1), (7, 50, 3), (13, 785, 17), (100, 784, 32), (37, 64, 256), (3, 16, 16),
+     (3001, 784, 32), (257, 3072, 100)],
+)
+def test_matches_float64_reference(m, n, c, null_part):
+    x, b = _x((m, n)), _basis(n, c)
+    out, finite = jax.jit(lambda x, b: K.project_rows(x, b, null_part))(x, b)
+    assert out.shape == x.shape and out.dtype == jnp.float32
+    assert bool(finite)
+    np.testing.assert_allclose(np.asarray(out), _ref(x, b, null_part), rtol=0, atol=_tol(x))
+
+
+@needs_kernel
+def test_large_batch_streaming_stores_and_threads():
+    # 12000 x 784 float32 = 38 MB: above the kernel's streaming-store threshold, and split
+    # over XLA's intra-op threads.
+    x, b = _x((12000, 784), seed=3), _basis(784, 32, seed=4)
+    out, finite = K.project_rows(x, b, True)
+    ref = _ref(x, b, True)
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=0, atol=_tol(x))
+    # the defining property: no component left along the basis
+    assert float(jnp.max(jnp.abs(out @ b))) < 64 * EPS * np.sqrt(784)
+    assert bool(finite)
+
+
+@needs_kernel
+def test_null_plus_perp_is_identity_and_batch_shapes():
+    x, b = _x((2, 3, 5, 784)), _basis(784, 32)
+    null, _ = K.project_rows(x, b, True)
+    perp, _ = K.project_rows(x, b, False)
+    assert null.shape == x.shape
+    # the null part is accumulated from x (x - c_1 b_1 - ...): roundings at |x| per term
+    np.testing.assert_allclose(np.asarray(null + perp), np.asarray(x), rtol=0, atol=_tol(x))
+
+
+@needs_kernel
+def test_vmap_over_x_and_over_bases():
+    x, b = _x((4, 9, 200)), _basis(200, 20)
+    f = jax.vmap(lambda xi: K.project_rows(xi, b, True)[0])
+    np.testing.assert_allclose(np.asarray(f(x)), _ref(x, b, True), rtol=0, atol=_tol(x))
+    bs = jnp.stack([_basis(200, 20, seed=s) for s in range(4)])
+    g = jax.jit(jax.vmap(lambda xi, bi: K.project_rows(xi, bi, False)))
+    out, finite = g(x, bs)
+    assert finite.shape == (4,) and bool(jnp.all(finite))
+    for i in range(4):
+        np.testing.assert_allclose(np.asarray(out[i]), _ref(x[i], bs[i], False), rtol=0,
+                                   atol=_tol(x))
+
+
+@needs_kernel
+def test_derivatives_match_the_xla_reference():
+    x, b = _x((6, 100)), _basis(100, 10)
+    w = _x((6, 100), seed=9)
+
+    def loss(fn):
+        return lambda x, b: jnp.sum(w * fn(x, b, True)[0] ** 2)
+
+    g_k = jax.grad(loss(K.project_rows), argnums=(0, 1))(x, b)
+    g_x = jax.grad(loss(K.project_rows_xla), argnums=(0, 1))(x, b)
+    for a, r in zip(g_k, g_x):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-5, atol=1e-5)
+    t = _x((6, 100), seed=5)
+    _, jk = jax.jvp(lambda x: K.project_rows(x, b, True)[0], (x,), (t,))
+    np.testing.assert_allclose(np.asarray(jk), _ref(t, b, True), rtol=0, atol=_tol(t))
+
+
+@needs_kernel
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_rows_are_flagged(bad):
+    b = _basis(784, 32)
+    x = _x((50, 784))
+    assert bool(K.project_rows(x, b, True)[1])
+    assert not bool(K.project_rows(x.at[31, 700].set(bad), b, True)[1])
+    # finite but so large that x R overflows: flagged too, as XLA's coefficient check does
+    huge = jnp.full((2, 784), 3e38, jnp.float32)
+    assert not bool(K.project_rows(huge, b, True)[1])
+    # per slice under vmap
+    xs = jnp.stack([x, x.at[0, 0].set(bad)])
+    _, fin = jax.vmap(lambda xi, bi: K.project_rows(xi, bi, True))(xs, jnp.stack([b, b]))
+    assert fin.tolist() == [True, False]
+
+
+def test_unsupported_bases_are_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="float32"):
+        K.project_rows(jnp.zeros((2, 8), jnp.float32), jnp.zeros((8, 300), jnp.float32), True)
+    with pytest.raises(ValueError, match="float32"):
+        K.project_rows(jnp.zeros((2, 8), jnp.float32), jnp.zeros((8, 0), jnp.float32), True)
+    if K.available():
+        with pytest.raises(ValueError, match=r"\(\.\.\., 8\)"):
+            K.project_rows(jnp.zeros((2, 9), jnp.float32), jnp.eye(8, 2, dtype=jnp.float32), True)
+
+
+@needs_kernel
+def test_other_platforms_lower_xla_matmuls_instead():
+    x, b = _x((4, 64)), _basis(64, 8)
+    f = jax.jit(lambda x, b: K.project_rows(x, b, True)[0])
+    ours = [jax.export.DisabledSafetyCheck.custom_call(K.TARGET)]  # not a stable target
+    cpu = jax.export.export(f, platforms=["cpu"], disabled_checks=ours)(x, b).mlir_module()
+    cuda = jax.export.export(f, platforms=["cuda"])(x, b).mlir_module()
+    assert K.TARGET in cpu
+    assert K.TARGET not in cuda and "dot_general" in cuda
+
+
+# ------------------------------------------------------------- through NullSpace.project
+
+
+@needs_kernel
+@pytest.mark.parametrize("rank", [32, 700])  # 700: the null basis (84 columns) is used
+def test_null_space_projection_uses_the_kernel_and_agrees(rank):
+    rng = np.random.default_rng(0)
+    ns = nsjax.null_space(jnp.asarray(rng.standard_normal((rank, 784)), jnp.float32),
+                          input_shape=(28, 28, 1))
+    x = _x((333, 28, 28, 1))
+    for part in ("null", "perp"):
+        fused = _nullspace._apply(ns, x, part, True)
+        xla = _nullspace._apply(ns, x, part, True, kernel=False)
+        np.testing.assert_allclose(np.asarray(fused), np.asarray(xla), rtol=0, atol=_tol(x))
+    f = jax.jit(lambda x: ns.project(x))
+    assert K.TARGET in f.lower(x).as_text()
+    assert K.TARGET not in jax.jit(lambda x: ns.project(x, accurate=True)).lower(x).as_text()
+    with pytest.raises(nsjax.NonFiniteError):
+        ns.project(x.at[5, 3, 3, 0].set(jnp.nan))
+    ns.project(x.at[5, 3, 3, 0].set(jnp.nan), check_finite=False)  # no error asked for
+
+
+@needs_kernel
+def test_patch_null_space_projection_agrees():
+    ns = nsjax.conv_null_space(
+        jax.random.normal(jax.random.key(0), (4, 4, 3, 20)), (32, 32, 3), strides=(4, 4),
+        padding="VALID")
+    assert ns.patch == (4, 4)
+    x = _x((17, 32, 32, 3))
+    fused = ns.project(x)
+    xla = _nullspace._apply(ns, x, "null", True, kernel=False)
+    np.testing.assert_allclose(np.asarray(fused), np.asarray(xla), rtol=0, atol=_tol(x))
+
+
+def test_environment_switch_turns_the_kernel_off():
+    code = ("import jax.numpy as jnp, nsjax; from nsjax import _cpu_kernel as K; "
+            "ns = nsjax.null_space(jnp.eye(3, 10)); y = ns.project(jnp.ones((2, 10))); "
+            "print(K.available(), float(y.sum()), K.info())")
+    env = dict(os.environ, NSJAX_CPU_KERNEL="0", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    assert out.startswith("False 14.0 ") and "NSJAX_CPU_KERNEL" in out
