@@ -2,13 +2,13 @@
 headers.  Everything else is declared in pyproject.toml.  Without a C++ compiler the build
 of the extension is skipped (``optional=True``) and nsjax uses XLA's matmuls instead."""
 
+import os
+
 from setuptools import Extension, setup
 
 
 def _ffi_include() -> list[str]:
     try:
-        import os
-
         import jaxlib  # the build requirement (pyproject.toml [build-system])
 
         inc = os.path.join(os.path.dirname(jaxlib.__file__), "include")

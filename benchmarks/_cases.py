@@ -18,9 +18,9 @@ import numpy as np
 
 import nsjax
 from benchmarks import _baselines as bl
-from nsjax import _cpu_kernel, _nullspace
 from benchmarks._env import mem_available_bytes, openblas_libs
 from benchmarks._timing import Stats, first_call, measure
+from nsjax import _cpu_kernel, _nullspace
 
 # Correctness tolerances (max abs error against a float64 NumPy reference on inputs in
 # [-1, 1]).  float32: rounding of length-n dot products plus the float32 SVD basis error,

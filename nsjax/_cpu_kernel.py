@@ -18,7 +18,8 @@ floor on 2 CPU cores (``python -m benchmarks.projection_60k``).
 
 The library is built by ``pip install`` from the C++ source (``setup.py``, an optional
 extension: without a compiler nsjax installs and uses XLA's matmuls).  :func:`available`
-says whether it is in use; ``NSJAX_CPU_KERNEL=0`` in the environment switches it off.
+says whether it is in use; ``NSJAX_CPU_KERNEL=0`` in the environment switches it off, and
+``NSJAX_CPU_KERNEL=avx2`` keeps it to AVX2 on an AVX-512 machine (to test that path).
 """
 
 from __future__ import annotations
@@ -45,14 +46,18 @@ _ISA_NAMES = {0: "none", 1: "avx2+fma", 2: "avx512f"}
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[bool, str]:
     """Find, load and register the kernel once; ``(ok, why)``."""
-    if os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower() in ("0", "false", "off", "no"):
+    mode = os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower()
+    if mode in ("0", "false", "off", "no"):
         return False, "switched off by NSJAX_CPU_KERNEL"
+    if mode not in ("", "1", "true", "on", "yes", "avx2"):
+        raise ValueError(f"NSJAX_CPU_KERNEL={mode!r}: expected 0 (off), 1 (on, the default) "
+                         "or avx2 (on, AVX2 code only)")
     spec = importlib.util.find_spec("nsjax._project_cpu")
     if spec is None or not spec.origin:
         return False, "the extension nsjax._project_cpu was not built (no C++ compiler at install?)"
     try:
         lib = ctypes.CDLL(spec.origin)
-        isa = int(lib.nsjax_project_isa())
+        isa = int(lib.nsjax_project_cap_isa(1) if mode == "avx2" else lib.nsjax_project_isa())
     except OSError as e:  # pragma: no cover - a broken build
         return False, f"could not load {spec.origin}: {e}"
     if isa == 0:

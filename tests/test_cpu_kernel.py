@@ -214,3 +214,32 @@ def test_environment_switch_turns_the_kernel_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, check=True).stdout
     assert out.startswith("False 14.0 ") and "NSJAX_CPU_KERNEL" in out
+
+
+@needs_kernel
+def test_avx2_path_matches_the_reference():
+    # the AVX2 code (8 lanes, 6-row tiles, masked tails) on this machine, in its own process
+    code = """
+import jax, jax.numpy as jnp, numpy as np
+from nsjax import _cpu_kernel as K
+assert 'avx2' in K.info(), K.info()
+worst = 0.0
+for m, n, c in [(1, 5, 1), (13, 785, 17), (3001, 784, 32), (37, 64, 256)]:
+    x = jnp.asarray(np.random.default_rng(m).uniform(-1, 1, (m, n)), jnp.float32)
+    q = jnp.asarray(np.linalg.qr(np.random.default_rng(n).standard_normal((n, c)))[0], jnp.float32)
+    for null in (True, False):
+        out, fin = K.project_rows(x, q, null)
+        x64, q64 = np.asarray(x, np.float64), np.asarray(q, np.float64)
+        ref = (x64 @ q64) @ q64.T
+        ref = x64 - ref if null else ref
+        tol = 16 * np.sqrt(n) * np.finfo(np.float32).eps
+        worst = max(worst, float(np.abs(np.asarray(out) - ref).max()) / tol)
+        assert bool(fin)
+    assert not bool(K.project_rows(x.at[0, n - 1].set(jnp.inf), q, True)[1])
+print('worst/tol', worst)
+"""
+    env = dict(os.environ, NSJAX_CPU_KERNEL="avx2", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) <= 1.0

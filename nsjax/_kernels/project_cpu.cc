@@ -143,9 +143,11 @@ int64_t Lanes(int) { return 16; }
 
 namespace {
 
+std::atomic<int> g_isa_cap{2};  // nsjax_project_cap_isa: test the AVX2 path on AVX-512
+
 int Isa() {
   static const int isa = DetectIsa();
-  return isa;
+  return std::min(isa, g_isa_cap.load());
 }
 
 // Work shared by the calling thread and the tasks it schedules on XLA's intra-op pool.
@@ -256,3 +258,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NsjaxProjectF32, ProjectImpl,
 
 // 2: AVX-512F, 1: AVX2 + FMA, 0: no kernel (nsjax falls back to XLA's matmuls).
 extern "C" int nsjax_project_isa() { return Isa(); }
+
+// Use at most instruction set ``cap`` from now on (NSJAX_CPU_KERNEL=avx2); returns the new
+// nsjax_project_isa().
+extern "C" int nsjax_project_cap_isa(int cap) {
+  g_isa_cap.store(std::max(0, std::min(cap, 2)));
+  return Isa();
+}
