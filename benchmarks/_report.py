@@ -139,8 +139,8 @@ def _acceptance_md(doc: dict) -> list[str]:
     for v, r in a["variants"].items():
         ok1 = "PASS" if r["speedup_ok"] else "FAIL"
         ok2 = "PASS" if r["floor_ok"] else "FAIL"
-        if not a["evaluated"]:
-            ok1 = ok2 = "n/a"
+        if not a["evaluated"] or r.get("reference"):
+            ok1 = ok2 = "n/a" if not a["evaluated"] else "(reference)"
         out.append(f"| {v} | {r['ms']:.3g} | {_f(r['speedup_vs_paper'], '.1f')}x {ok1} | "
                    f"{_f(r['x_floor'], '.2f')}x {ok2} |")
     out.append("")

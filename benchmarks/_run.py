@@ -142,6 +142,8 @@ def acceptance(doc: dict, mode: str) -> dict:
             "ms": c["timings"][v]["median_ms"], "speedup_vs_paper": sp, "x_floor": xf,
             "speedup_ok": sp is not None and sp >= TARGET_SPEEDUP,
             "floor_ok": xf is not None and xf <= TARGET_X_FLOOR,
+            # nsjax_xla: the same projection without the fused CPU kernel, for comparison
+            "reference": v == "nsjax_xla",
         }
     return out
 

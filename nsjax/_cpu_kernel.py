@@ -106,14 +106,19 @@ def project_rows_xla(x: jax.Array, basis: jax.Array, null_part: bool):
 
 
 def _kernel_call(x2: jax.Array, basis: jax.Array, null_part: bool):
-    """``x2``: ``(M, n)``, ``basis``: ``(n, c)`` -> ``(out (M, n), bad int32 ())``."""
+    """``x2``: ``(M, n)``, ``basis``: ``(n, c)`` -> ``(out (M, n), bad uint8 (M,))``.
+
+    Under ``vmap`` (``vmap_method="expand_dims"``) an unbatched basis reaches the kernel
+    with size-1 batch dims, which it broadcasts without copying.
+    """
     n, c = basis.shape
     rp = -(-c // LANES) * LANES
     r = jnp.pad(basis, ((0, 0), (0, rp - c)))  # zero columns add exact zeros
     call = jax.ffi.ffi_call(
         TARGET,
-        (jax.ShapeDtypeStruct(x2.shape, jnp.float32), jax.ShapeDtypeStruct((), jnp.int32)),
-        vmap_method="broadcast_all",
+        (jax.ShapeDtypeStruct(x2.shape, jnp.float32),
+         jax.ShapeDtypeStruct(x2.shape[:1], jnp.uint8)),
+        vmap_method="expand_dims",
     )
     return call(x2, r, r.T, null_part=bool(null_part))
 
@@ -124,7 +129,7 @@ def _fused(x: jax.Array, basis: jax.Array, null_part: bool):
 
     def cpu(x, basis):
         out, bad = _kernel_call(x.reshape(-1, n), basis, null_part)
-        return out.reshape(x.shape), bad == 0
+        return out.reshape(x.shape), jnp.all(bad == 0)
 
     def other(x, basis):
         out, coef = project_rows_xla(x, basis, null_part)

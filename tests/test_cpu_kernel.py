@@ -116,6 +116,26 @@ def test_vmap_over_x_and_over_bases():
     for i in range(4):
         np.testing.assert_allclose(np.asarray(out[i]), _ref(x[i], bs[i], False), rtol=0,
                                    atol=_tol(x))
+    # one x, four bases: the kernel broadcasts x's size-1 batch dim
+    h = jax.vmap(lambda bi: K.project_rows(x[0], bi, True)[0])(bs)
+    for i in range(4):
+        np.testing.assert_allclose(np.asarray(h[i]), _ref(x[0], bs[i], True), rtol=0,
+                                   atol=_tol(x))
+
+
+@needs_kernel
+def test_nested_vmap_with_a_basis_per_outer_slice():
+    # outer vmap over bases (2), inner over x slices (3) with the outer slice's basis
+    x = _x((2, 3, 7, 64))
+    bs = jnp.stack([_basis(64, 5, seed=s) for s in range(2)])
+    inner = lambda xo, bo: jax.vmap(lambda xi: K.project_rows(xi, bo, True))(xo)  # noqa: E731
+    out, finite = jax.vmap(inner)(x, bs)
+    assert out.shape == x.shape and finite.shape == (2, 3)
+    for o in range(2):
+        np.testing.assert_allclose(np.asarray(out[o]), _ref(x[o], bs[o], True), rtol=0,
+                                   atol=_tol(x))
+    x_bad = x.at[1, 2, 6, 63].set(jnp.nan)
+    assert jax.vmap(inner)(x_bad, bs)[1].tolist() == [[True, True, True], [True, True, False]]
 
 
 @needs_kernel

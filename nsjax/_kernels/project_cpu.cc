@@ -3,9 +3,10 @@
 //   out = x - (x R) R^T   (null part)      or      out = (x R) R^T   (perp part)
 //
 // x: (..., M, n) float32, R: (..., n, rp) float32 with rp a multiple of 16 (zero-padded
-// columns are allowed), Rt = R^T: (..., rp, n); leading dims (a vmap batch) must agree.
-// Results: out (..., M, n) float32 and bad (...) int32, 1 where a coefficient x R was NaN
-// or +-inf (i.e. where x held NaN/inf, see nsjax/_nullspace.py).
+// columns are allowed), Rt = R^T: (..., rp, n).  Each leading (vmap) dim of x, R and Rt is
+// the output's or 1 (broadcast: vmap_method="expand_dims", nothing copied).
+// Results: out (..., M, n) float32 and bad (..., M) uint8, 1 for each row whose
+// coefficients x R held a NaN or +-inf (i.e. the row held NaN/inf, see nsjax/_nullspace.py).
 //
 // Why a kernel: XLA:CPU runs the two skinny matmuls as separate Eigen calls and the
 // subtraction as a third pass over the batch (3 reads and 2 writes of x, and the k = rp
@@ -24,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -33,8 +35,8 @@ namespace {
 
 constexpr int64_t kMaxCols = 256;  // rp limit: the coefficient tile lives on the stack
 
-using ProjectRowsFn = bool (*)(const float*, const float*, const float*, float*, int64_t,
-                               int64_t, int64_t, int64_t, bool, bool);
+using ProjectRowsFn = void (*)(const float*, const float*, const float*, float*, uint8_t*,
+                               int64_t, int64_t, int64_t, int64_t, bool, bool);
 
 }  // namespace
 
@@ -158,7 +160,8 @@ struct Job {
   ProjectRowsFn fn;
   const float *x, *r, *rt;
   float* out;
-  int32_t* bad;
+  uint8_t* bad;
+  std::vector<int64_t> x_of, basis_of;  // output slab g: x slab x_of[g], basis basis_of[g]
   int64_t m, n, rp, chunk_rows, chunks_per_slab, total;
   bool null_part, nt;
   std::atomic<int64_t> next{0};
@@ -169,12 +172,10 @@ struct Job {
   void Work() {
     int64_t finished = 0;
     for (int64_t c; (c = next.fetch_add(1)) < total;) {
-      const int64_t g = c / chunks_per_slab, k = c % chunks_per_slab;
+      const int64_t g = c / chunks_per_slab, k = c % chunks_per_slab, b = basis_of[g];
       const int64_t r0 = k * chunk_rows, r1 = std::min(m, r0 + chunk_rows);
-      if (fn(x + g * m * n, r + g * n * rp, rt + g * rp * n, out + g * m * n, r0, r1, n, rp,
-             null_part, nt)) {
-        reinterpret_cast<std::atomic<int32_t>*>(bad + g)->store(1, std::memory_order_relaxed);
-      }
+      fn(x + x_of[g] * m * n, r + b * n * rp, rt + b * rp * n, out + g * m * n, bad + g * m,
+         r0, r1, n, rp, null_part, nt);
       ++finished;
     }
     if (nt) _mm_sfence();
@@ -187,28 +188,31 @@ struct Job {
 
 ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> r,
                        ffi::Buffer<ffi::F32> rt, ffi::ResultBuffer<ffi::F32> out,
-                       ffi::ResultBuffer<ffi::S32> bad, bool null_part) {
+                       ffi::ResultBuffer<ffi::U8> bad, bool null_part) {
   const int isa = Isa();
   if (isa == 0) return ffi::Error::Internal("nsjax_project_f32: no AVX2/AVX-512 on this CPU");
   auto xd = x.dimensions(), rd = r.dimensions(), td = rt.dimensions();
-  if (xd.size() < 2 || rd.size() != xd.size() || td.size() != xd.size())
+  auto od = out->dimensions();
+  if (xd.size() < 2 || rd.size() != xd.size() || td.size() != xd.size() ||
+      od.size() != xd.size())
     return ffi::Error::InvalidArgument("nsjax_project_f32: expected x (..., M, n), "
                                        "R (..., n, rp), Rt (..., rp, n) of equal rank");
   const size_t nb = xd.size() - 2;
-  int64_t groups = 1;
-  for (size_t i = 0; i < nb; ++i) {
-    if (rd[i] != xd[i] || td[i] != xd[i])
-      return ffi::Error::InvalidArgument("nsjax_project_f32: batch dims of x, R, Rt differ");
-    groups *= xd[i];
-  }
   const int64_t m = xd[nb], n = xd[nb + 1], rp = rd[nb + 1];
-  if (rd[nb] != n || td[nb] != rp || td[nb + 1] != n || rp % Lanes(isa) != 0 || rp > kMaxCols ||
-      rp <= 0)
+  if (od[nb] != m || od[nb + 1] != n || rd[nb] != n || td[nb] != rp || td[nb + 1] != n ||
+      rp % Lanes(isa) != 0 || rp > kMaxCols || rp <= 0)
     return ffi::Error::InvalidArgument("nsjax_project_f32: expected R (n, rp), Rt (rp, n) with "
                                        "0 < rp <= 256, rp a multiple of 16");
-  int32_t* badp = bad->typed_data();
-  std::fill(badp, badp + groups, 0);
-  if (m == 0 || n == 0 || groups == 0) return ffi::Error::Success();
+  int64_t slabs = 1;
+  bool shared = true;  // one basis, x not broadcast: treat x as one (slabs * M, n) slab
+  for (size_t i = 0; i < nb; ++i) {
+    if (td[i] != rd[i] || (rd[i] != od[i] && rd[i] != 1) || (xd[i] != od[i] && xd[i] != 1))
+      return ffi::Error::InvalidArgument("nsjax_project_f32: a batch dim of x, R or Rt is "
+                                         "neither the output's nor 1");
+    shared = shared && rd[i] == 1 && xd[i] == od[i];
+    slabs *= od[i];
+  }
+  if (m == 0 || n == 0 || slabs == 0) return ffi::Error::Success();
 
   auto job = std::make_shared<Job>();
   job->fn = RowsFn(isa);
@@ -216,25 +220,47 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   job->r = r.typed_data();
   job->rt = rt.typed_data();
   job->out = out->typed_data();
-  job->bad = badp;
-  job->m = m;
+  job->bad = bad->typed_data();
   job->n = n;
   job->rp = rp;
   job->null_part = null_part;
-  const int64_t bytes = groups * m * n * 4;
+  if (shared) {
+    job->m = slabs * m;
+    job->x_of.assign(1, 0);
+    job->basis_of.assign(1, 0);
+  } else {  // row-major indices of slab g's x and basis, size-1 dims broadcast
+    job->m = m;
+    job->x_of.resize(slabs);
+    job->basis_of.resize(slabs);
+    for (int64_t g = 0; g < slabs; ++g) {
+      int64_t rest = g, xi = 0, bi = 0, xs = 1, bs = 1;
+      for (size_t i = nb; i-- > 0;) {
+        const int64_t idx = rest % od[i];
+        rest /= od[i];
+        if (xd[i] != 1) xi += idx * xs;
+        if (rd[i] != 1) bi += idx * bs;
+        xs *= xd[i];
+        bs *= rd[i];
+      }
+      job->x_of[g] = xi;
+      job->basis_of[g] = bi;
+    }
+  }
+  const int64_t groups = static_cast<int64_t>(job->basis_of.size());
+  const int64_t bytes = slabs * m * n * 4;
   const int64_t vec_bytes = Lanes(isa) * 4;
   // Streaming stores skip the read-for-ownership of output lines; only worth it when the
   // output is far larger than the caches, and only legal on aligned rows.
   job->nt = bytes >= (int64_t{32} << 20) &&
             reinterpret_cast<uintptr_t>(job->out) % vec_bytes == 0 && (n * 4) % vec_bytes == 0;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const double flops = 4.0 * groups * m * n * rp;
+  const double flops = 4.0 * slabs * m * n * rp;
   const int64_t workers = flops < 4e6 ? 1 : threads;  // below ~20 us, scheduling costs more
   // ~4 chunks per worker for balance, each a multiple of 24 rows (whole MR-row tiles)
-  int64_t chunk = (groups * m + 4 * workers - 1) / (4 * workers);
+  int64_t chunk = (slabs * m + 4 * workers - 1) / (4 * workers);
   chunk = std::max<int64_t>(24, (chunk + 23) / 24 * 24);
-  job->chunk_rows = std::min(chunk, m);
-  job->chunks_per_slab = (m + job->chunk_rows - 1) / job->chunk_rows;
+  job->chunk_rows = std::min(chunk, job->m);
+  job->chunks_per_slab = (job->m + job->chunk_rows - 1) / job->chunk_rows;
   job->total = job->chunks_per_slab * groups;
 
   for (int64_t t = 1; t < std::min(workers, job->total); ++t) pool.Schedule([job] { job->Work(); });
@@ -253,7 +279,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NsjaxProjectF32, ProjectImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // R (..., n, rp)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // Rt (..., rp, n)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // out (..., M, n)
-                                  .Ret<ffi::Buffer<ffi::S32>>()  // bad (...)
+                                  .Ret<ffi::Buffer<ffi::U8>>()   // bad (..., M)
                                   .Attr<bool>("null_part"));
 
 // 2: AVX-512F, 1: AVX2 + FMA, 0: no kernel (nsjax falls back to XLA's matmuls).
