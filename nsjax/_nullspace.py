@@ -14,7 +14,9 @@ Both cost ``4 B n r`` flops for a batch of ``B`` vectors: they scale with the ra
 never with the nullity ``n - r``.  (When the nullity is the smaller side, ``null_space``
 also keeps a null basis ``N`` and uses ``project(x) = (x N) N^T``: ``4 B n min(r, n - r)``.)
 All matmuls run at ``Precision.HIGHEST`` so that TF32 / bf16 passes on accelerators cannot
-break the invariant ``A project(x) = 0``.
+break the invariant ``A project(x) = 0``.  On CPU, float32 projection in the plain mode runs
+the fused kernel of :mod:`nsjax._cpu_kernel` instead (the same float32 arithmetic, one pass
+over the batch instead of three; XLA's matmuls on every other platform).
 
 Rank tolerance (one rule, used everywhere in nsjax)::
 
@@ -140,7 +142,8 @@ class NullSpace:
             reduction over the ``(..., r)`` coefficients; skipped when ``x`` is traced).
           accurate: compute the coefficients ``x R`` with an exact-split matmul (3x the
             flops of that step) so that ``A project(x)`` is ~20x closer to 0 in float32;
-            :func:`nsjax.stego` uses it.  Default: one plain matmul.
+            :func:`nsjax.stego` uses it.  Default: one plain matmul (on CPU, for float32,
+            the fused kernel: ``nsjax.cpu_kernel_info()``).
 
         Returns:
           Array of the same shape and dtype as ``x``.
