@@ -218,9 +218,11 @@ class Runner:
             "nsjax": lambda: ns.project(xj),
             "nsjax_nocheck": lambda: ns.project(xj, check_finite=False),
         }
-        if _cpu_kernel.supports(ns.row_basis if ns.null_basis is None else ns.null_basis):
+        side_basis = ns.row_basis if ns.null_basis is None else ns.null_basis
+        if _cpu_kernel.supports(side_basis):
             # the same projection through XLA's matmuls: what the fused CPU kernel replaces
             fns["nsjax_xla"] = lambda: _nullspace._apply(ns, xj, "null", True, kernel=False)
+            case["fused_kernel"] = _cpu_kernel.worthwhile(side_basis, b)  # nsjax uses it?
         fns["elementwise"] = lambda: floor_fn(xj)
         skipped = {}
         numpy_est = 3 * bl.projection_flops(b, n, r) / gemm_rate  # skinny GEMMs: ~1/3 rate

@@ -94,6 +94,22 @@ def supports(basis: jax.Array) -> bool:
             and 1 <= -(-c // LANES) * LANES <= MAX_COLS and _one_cpu_device())
 
 
+# A basis over this size (float32 bytes of the padded (n, c) matrix and its transpose) no
+# longer sits in L2 beside the tiles; with few rows the kernel then reads it from memory
+# twice per call, single-threaded, where XLA's matvec splits it over the cores.  Measured
+# on 2 cores (benchmarks, n = 3072, c = 256, 3 MB): XLA faster at 1-100 rows (0.47-0.88x),
+# the kernel at 1000 and more (1.1-1.2x); at n = 784, c = 32 (100 KB) the kernel wins from
+# one row on (3.2x).
+SMALL_BASIS_BYTES = 1 << 19
+MIN_ROWS_LARGE_BASIS = 512
+
+
+def worthwhile(basis: jax.Array, rows: int) -> bool:
+    """Whether the kernel beats XLA for ``rows`` rows against this ``(n, c)`` basis."""
+    n, c = basis.shape[-2:]
+    return n * -(-c // LANES) * LANES * 4 <= SMALL_BASIS_BYTES or rows >= MIN_ROWS_LARGE_BASIS
+
+
 def project_rows_xla(x: jax.Array, basis: jax.Array, null_part: bool):
     """Reference: ``x - (x B) B^T`` (``null_part``) or ``(x B) B^T``, and the coefficients.
 

@@ -251,8 +251,12 @@ def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tupl
     dtype = jnp.result_type(x.dtype, ns.row_basis.dtype)
 
     def use_kernel(basis):  # decided at trace time from shapes and dtypes
-        auto = not accurate and dtype == jnp.float32 and _cpu_kernel.supports(basis)
-        return auto if kernel is None else bool(kernel) and auto
+        if kernel is False or accurate or dtype != jnp.float32:
+            return False
+        if not _cpu_kernel.supports(basis):
+            return False
+        rows = math.prod(flat) * (ns.n // basis.shape[0])  # patches count as rows
+        return bool(kernel) or _cpu_kernel.worthwhile(basis, rows)
 
     if ns.null_basis is not None and not patched:
         flip = {"null": "perp", "perp": "null"}[part]
@@ -315,8 +319,9 @@ def _unpatchify(ns: NullSpace, x: jax.Array) -> jax.Array:
 def _apply(ns: NullSpace, x, part: str, check_finite: bool, accurate: bool = False,
            kernel: bool | None = None) -> jax.Array:
     """``kernel``: ``None`` picks the fused CPU kernel where it applies (float32, plain
-    mode, at most ``_cpu_kernel.MAX_COLS`` basis columns); ``False`` forces XLA's matmuls
-    (the benchmarks time both)."""
+    mode, at most ``_cpu_kernel.MAX_COLS`` basis columns) and pays (``worthwhile``: not
+    for a few rows against a basis too large for L2); ``True`` wherever it applies;
+    ``False`` forces XLA's matmuls (the benchmarks time both)."""
     x = check_float_array(x)
     batch = _flat_shape(ns, x.shape)
     traced = isinstance(x, jax.core.Tracer)

@@ -215,6 +215,21 @@ def test_null_space_projection_uses_the_kernel_and_agrees(rank):
 
 
 @needs_kernel
+def test_few_rows_against_a_large_basis_stay_on_xla():
+    # 3072 x 256 float32 (3 MB, beyond L2): XLA's matvec is faster for a few rows
+    w = jax.random.normal(jax.random.key(0), (256, 3072))
+    ns = nsjax.null_space(w, float64_svd=False)
+    assert not K.worthwhile(ns.row_basis, 10) and K.worthwhile(ns.row_basis, 600)
+    assert K.worthwhile(_basis(784, 32), 1)
+    few, many = _x((10, 3072)), _x((600, 3072))
+    assert K.TARGET not in jax.jit(ns.project).lower(few).as_text()
+    assert K.TARGET in jax.jit(ns.project).lower(many).as_text()
+    forced = _nullspace._apply(ns, few, "null", True, kernel=True)  # still correct
+    np.testing.assert_allclose(np.asarray(forced), np.asarray(ns.project(few)), rtol=0,
+                               atol=_tol(few))
+
+
+@needs_kernel
 def test_patch_null_space_projection_agrees():
     ns = nsjax.conv_null_space(
         jax.random.normal(jax.random.key(0), (4, 4, 3, 20)), (32, 32, 3), strides=(4, 4),
