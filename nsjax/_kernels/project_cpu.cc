@@ -34,6 +34,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int64_t kMaxCols = 256;  // rp limit: the coefficient tile lives on the stack
+constexpr int64_t kKBlock = 64;  // phase-1 summation block (see project_body.inc)
 
 using ProjectRowsFn = void (*)(const float*, const float*, const float*, float*, uint8_t*,
                                int64_t, int64_t, int64_t, int64_t, bool, bool);
