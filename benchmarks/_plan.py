@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from benchmarks._conv_cases import ConvSpec
+
 GROUPS = (
     "projection-60k",
     "projection-batch",
@@ -20,8 +22,22 @@ GROUPS = (
     "null-space",
     "stego",
     "invariance",
+    "conv-null-space",
+    "conv-projection",
     "devices",
 )
+
+# First layers of the CNN family (issue 5): the paper's Lemma B.1 case, a small patch
+# embedding, a SAME layer (no null space: construction only), and ViT patch embeddings.
+_VALID_3X3 = ConvSpec("1 kernel 3x3 VALID 28x28x1", (28, 28, 1), (3, 3, 1, 1), 1, "VALID",
+                      60_000)
+_PATCH_4 = ConvSpec("8 kernels 4x4 stride 4 28x28x1", (28, 28, 1), (4, 4, 1, 8), 4, "VALID",
+                    60_000)
+_SAME_3X3 = ConvSpec("6 kernels 3x3 SAME 28x28x1", (28, 28, 1), (3, 3, 1, 6), 1, "SAME", 0)
+_VIT_TI = ConvSpec("ViT-Ti/16 patch embedding 224x224x3", (224, 224, 3), (16, 16, 3, 192), 16,
+                   "VALID", 256)
+_VIT_S = ConvSpec("ViT-S/16 patch embedding 224x224x3", (224, 224, 3), (16, 16, 3, 384), 16,
+                  "VALID", 256)
 
 
 @dataclass
@@ -35,6 +51,8 @@ class Plan:
     stego_batch: int
     invariance_probes: int
     devices_batch: int
+    conv_null: list[ConvSpec] = field(default_factory=list)
+    conv_projection: list[ConvSpec] = field(default_factory=list)
     caps: list[str] = field(default_factory=list)
 
 
@@ -51,6 +69,12 @@ def make_plan(mode: str) -> Plan:
             stego_batch=64,
             invariance_probes=8,
             devices_batch=4096,
+            conv_null=[_VALID_3X3, ConvSpec("patch 16, width 192, 64x64x3", (64, 64, 3),
+                                            (16, 16, 3, 192), 16, "VALID", 0)],
+            conv_projection=[ConvSpec(_VALID_3X3.name, (28, 28, 1), (3, 3, 1, 1), 1, "VALID",
+                                      500),
+                             ConvSpec("patch 16, width 192, 64x64x3", (64, 64, 3),
+                                      (16, 16, 3, 192), 16, "VALID", 8)],
             caps=["quick mode: tiny sizes for a smoke test; the acceptance case runs at "
                   "B = 6000 (not 60000), so no acceptance verdict is given"],
         )
@@ -69,6 +93,8 @@ def make_plan(mode: str) -> Plan:
         stego_batch=10_000,
         invariance_probes=64,
         devices_batch=60_000,
+        conv_null=[_VALID_3X3, _PATCH_4, _SAME_3X3, _VIT_TI, _VIT_S],
+        conv_projection=[_VALID_3X3, _PATCH_4, _VIT_TI],
     )
     if full:
         plan.null_space += [(512, 4096), (1024, 4096), (2048, 8192), (4096, 16384)]

@@ -6,7 +6,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 
-from benchmarks import _env
+from benchmarks import _conv_cases, _env
 from benchmarks._cases import Runner, Settings, fit_affine, fit_loglog
 from benchmarks._plan import GROUPS, make_plan
 
@@ -90,6 +90,12 @@ def run(cfg: Config, log=print) -> dict:
                 add(runner.stego, plan.stego_batch, dtype)
             elif g == "invariance":
                 add(runner.invariance, plan.invariance_probes, dtype)
+            elif g == "conv-null-space":
+                for spec in plan.conv_null:
+                    add(_conv_cases.null_space_case, runner, spec, dtype)
+            elif g == "conv-projection":
+                for spec in plan.conv_projection:
+                    add(_conv_cases.projection_case, runner, spec, dtype)
             elif g == "devices":
                 add(runner.devices, plan.devices_batch, dtype)
     doc["gemm"] = runner.gemm

@@ -69,7 +69,8 @@ def test_json_schema(quick):
     assert doc["gemm"]["float32"]["gflops"] > 0
     groups = {c["group"] for c in doc["cases"]}
     assert {"projection-60k", "projection-batch", "projection-rank", "projection-n",
-            "null-space", "stego", "invariance", "devices"} <= groups
+            "null-space", "stego", "invariance", "conv-null-space", "conv-projection",
+            "devices"} <= groups
     for c in doc["cases"]:
         assert c["status"] == "ok" or c["status"].startswith("skipped:"), (c["name"],
                                                                             c["status"])
@@ -102,6 +103,27 @@ def test_projection_cases_are_consistent(quick):
     acc = doc["acceptance"]
     assert acc["evaluated"] is False and "quick" in acc["reason"]
     assert {"nsjax", "nsjax_nocheck"} <= set(acc["variants"])
+
+
+def test_conv_cases_are_consistent(quick):
+    _, _, doc = quick
+    nulls = {c["params"]["kernel_shape"][0]: c for c in doc["cases"]
+             if c["group"] == "conv-null-space"}
+    projs = {c["params"]["kernel_shape"][0]: c for c in doc["cases"]
+             if c["group"] == "conv-projection"}
+    assert set(nulls) == set(projs) == {3, 16}
+    assert all(c["status"] == "ok" for c in [*nulls.values(), *projs.values()])
+    valid, patch = nulls[3]["correct"], nulls[16]["correct"]
+    assert valid["nsjax_dim"] == valid["dense_float64_dim"] == 28 * 28 - 26 * 26  # Lemma B.1
+    assert patch["patch"] == [16, 16] and patch["nsjax_dim"] == 64 * 64 * 3 - 16 * 192
+    assert "paper" in nulls[3]["timings"] and "paper" in nulls[16]["skipped"]
+    for c in projs.values():
+        fl, p = c["floor"], c["params"]
+        assert fl["flops"] == 4 * fl["rows"] * fl["d"] * fl["side"]
+        assert p["nullity"] == p["n"] - p["rank"]
+        assert all(e <= c["correct"]["tol"] for e in c["correct"]["max_abs_err"].values())
+    assert projs[3]["params"]["nullity"] == 108 and "paper" in projs[3]["timings"]
+    assert "numpy" in projs[16]["timings"]  # patch structure, no dense operator
 
 
 def test_stego_row_present(quick):
