@@ -222,7 +222,7 @@ class Runner:
         if _cpu_kernel.supports(side_basis):
             # the same projection through XLA's matmuls: what the fused CPU kernel replaces
             fns["nsjax_xla"] = lambda: _nullspace._apply(ns, xj, "null", True, kernel=False)
-            case["fused_kernel"] = _cpu_kernel.worthwhile(side_basis, b)  # nsjax uses it?
+            case["fused_kernel"] = _cpu_kernel.worthwhile(side_basis)  # does nsjax use it?
         fns["elementwise"] = lambda: floor_fn(xj)
         skipped = {}
         numpy_est = 3 * bl.projection_flops(b, n, r) / gemm_rate  # skinny GEMMs: ~1/3 rate

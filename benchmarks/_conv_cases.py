@@ -18,7 +18,6 @@ float64 QR basis of the ``(ph pw C, cout)`` patch matrix applied patch by patch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -35,33 +34,11 @@ from benchmarks._cases import (
     _to_device,
     _uniform,
 )
+from benchmarks._plan import ConvSpec
 from benchmarks._timing import first_call, measure
 from nsjax import _cpu_kernel, _nullspace
 
 DENSE_MAX_N = 3072  # above this the dense operator and its SVD are not the way anyone goes
-
-
-@dataclass(frozen=True)
-class ConvSpec:
-    name: str
-    input_shape: tuple[int, int, int]
-    kernel_shape: tuple[int, int, int, int]  # (kh, kw, cin, cout), Flax layout
-    strides: int
-    padding: str
-    batch: int
-
-    @property
-    def n(self) -> int:
-        return math.prod(self.input_shape)
-
-    @property
-    def is_patch(self) -> bool:
-        kh, kw = self.kernel_shape[:2]
-        return self.padding == "VALID" and self.strides == kh == kw
-
-    def params(self) -> dict:
-        return {"input_shape": list(self.input_shape), "kernel_shape": list(self.kernel_shape),
-                "strides": self.strides, "padding": self.padding, "B": self.batch, "n": self.n}
 
 
 def _kernel(spec: ConvSpec, seed: int, dtype: str) -> np.ndarray:
@@ -210,7 +187,7 @@ def projection_case(runner: Runner, spec: ConvSpec, dtype: str) -> dict:
     if not case["correct"]["ok"]:
         case["status"] = "failed: results differ from the float64 reference"
         return case
-    case["fused_kernel"] = bool("nsjax_xla" in fns and _cpu_kernel.worthwhile(side, rows))
+    case["fused_kernel"] = bool("nsjax_xla" in fns and _cpu_kernel.worthwhile(side))
     runner.best_blas(fns, case)
     st = measure(fns, runner.s.repeats, target_s=runner.s.target_s)
     case["timings"] = _stats(st)

@@ -10,9 +10,8 @@ silently.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-
-from benchmarks._conv_cases import ConvSpec
 
 GROUPS = (
     "projection-60k",
@@ -26,6 +25,33 @@ GROUPS = (
     "conv-projection",
     "devices",
 )
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One convolutional first layer (``benchmarks/_conv_cases.py``); no jax here: the
+    runner re-executes itself before jax is imported (``--devices``, hugepages)."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    kernel_shape: tuple[int, int, int, int]  # (kh, kw, cin, cout), Flax layout
+    strides: int
+    padding: str
+    batch: int
+
+    @property
+    def n(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def is_patch(self) -> bool:
+        kh, kw = self.kernel_shape[:2]
+        return self.padding == "VALID" and self.strides == kh == kw
+
+    def params(self) -> dict:
+        return {"input_shape": list(self.input_shape), "kernel_shape": list(self.kernel_shape),
+                "strides": self.strides, "padding": self.padding, "B": self.batch, "n": self.n}
+
+
 
 # First layers of the CNN family (issue 5): the paper's Lemma B.1 case, a small patch
 # embedding, a SAME layer (no null space: construction only), and ViT patch embeddings.

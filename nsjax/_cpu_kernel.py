@@ -94,20 +94,21 @@ def supports(basis: jax.Array) -> bool:
             and 1 <= -(-c // LANES) * LANES <= MAX_COLS and _one_cpu_device())
 
 
-# A basis over this size (float32 bytes of the padded (n, c) matrix and its transpose) no
-# longer sits in L2 beside the tiles; with few rows the kernel then reads it from memory
-# twice per call, single-threaded, where XLA's matvec splits it over the cores.  Measured
-# on 2 cores (benchmarks, n = 3072, c = 256, 3 MB): XLA faster at 1-100 rows (0.47-0.88x),
-# the kernel at 1000 and more (1.1-1.2x); at n = 784, c = 32 (100 KB) the kernel wins from
-# one row on (3.2x).
-SMALL_BASIS_BYTES = 1 << 19
-MIN_ROWS_LARGE_BASIS = 512
+# The kernel re-reads the basis for every 8-row tile, so it pays while the basis stays in
+# cache; XLA's GEMM blocks for large ones.  Measured on 2 cores (python -m benchmarks, the
+# projection sweeps; nsjax vs kernel=False): the kernel wins for every skinny basis
+# (c <= 32: 1.3-1.9x up to n = 12288, 1.5 MB) and up to ~1 MB otherwise (n = 784,
+# c = 256: 1.2-1.5x); beyond (n = 3072, c = 128 or 256) the two tie within noise, or XLA
+# wins for a few rows (0.5x at one row: XLA splits the matvec over both cores).
+SKINNY_COLS = 32
+CACHED_BASIS_BYTES = 1 << 20
 
 
-def worthwhile(basis: jax.Array, rows: int) -> bool:
-    """Whether the kernel beats XLA for ``rows`` rows against this ``(n, c)`` basis."""
+def worthwhile(basis: jax.Array) -> bool:
+    """Whether the kernel beats XLA's matmuls for this ``(n, c)`` basis (measured rule)."""
     n, c = basis.shape[-2:]
-    return n * -(-c // LANES) * LANES * 4 <= SMALL_BASIS_BYTES or rows >= MIN_ROWS_LARGE_BASIS
+    cp = -(-c // LANES) * LANES
+    return cp <= SKINNY_COLS or n * cp * 4 <= CACHED_BASIS_BYTES
 
 
 def project_rows_xla(x: jax.Array, basis: jax.Array, null_part: bool):

@@ -255,8 +255,7 @@ def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tupl
             return False
         if not _cpu_kernel.supports(basis):
             return False
-        rows = math.prod(flat) * (ns.n // basis.shape[0])  # patches count as rows
-        return bool(kernel) or _cpu_kernel.worthwhile(basis, rows)
+        return bool(kernel) or _cpu_kernel.worthwhile(basis)
 
     if ns.null_basis is not None and not patched:
         flip = {"null": "perp", "perp": "null"}[part]
@@ -319,8 +318,8 @@ def _unpatchify(ns: NullSpace, x: jax.Array) -> jax.Array:
 def _apply(ns: NullSpace, x, part: str, check_finite: bool, accurate: bool = False,
            kernel: bool | None = None) -> jax.Array:
     """``kernel``: ``None`` picks the fused CPU kernel where it applies (float32, plain
-    mode, at most ``_cpu_kernel.MAX_COLS`` basis columns) and pays (``worthwhile``: not
-    for a few rows against a basis too large for L2); ``True`` wherever it applies;
+    mode, at most ``_cpu_kernel.MAX_COLS`` basis columns) and pays (``worthwhile``: not for
+    a wide basis too large for the caches); ``True`` wherever it applies;
     ``False`` forces XLA's matmuls (the benchmarks time both)."""
     x = check_float_array(x)
     batch = _flat_shape(ns, x.shape)

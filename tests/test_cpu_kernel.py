@@ -100,8 +100,10 @@ def test_null_plus_perp_is_identity_and_batch_shapes():
     null, _ = K.project_rows(x, b, True)
     perp, _ = K.project_rows(x, b, False)
     assert null.shape == x.shape
-    # the null part is accumulated from x (x - c_1 b_1 - ...): roundings at |x| per term
-    np.testing.assert_allclose(np.asarray(null + perp), np.asarray(x), rtol=0, atol=_tol(x))
+    # the null part is x - (c Rt), the perp part c Rt, the same sum: they add up to x to
+    # the rounding of that one subtraction (and of the test's own addition)
+    np.testing.assert_allclose(np.asarray(null + perp), np.asarray(x), rtol=0,
+                               atol=2 * EPS * float(jnp.max(jnp.abs(x) + jnp.abs(perp))))
 
 
 @needs_kernel
@@ -215,18 +217,18 @@ def test_null_space_projection_uses_the_kernel_and_agrees(rank):
 
 
 @needs_kernel
-def test_few_rows_against_a_large_basis_stay_on_xla():
-    # 3072 x 256 float32 (3 MB, beyond L2): XLA's matvec is faster for a few rows
+def test_wide_bases_beyond_the_caches_stay_on_xla():
+    # 3072 x 256 float32 (3 MB): XLA's blocked GEMM ties or wins there (measured)
     w = jax.random.normal(jax.random.key(0), (256, 3072))
     ns = nsjax.null_space(w, float64_svd=False)
-    assert not K.worthwhile(ns.row_basis, 10) and K.worthwhile(ns.row_basis, 600)
-    assert K.worthwhile(_basis(784, 32), 1)
-    few, many = _x((10, 3072)), _x((600, 3072))
-    assert K.TARGET not in jax.jit(ns.project).lower(few).as_text()
-    assert K.TARGET in jax.jit(ns.project).lower(many).as_text()
-    forced = _nullspace._apply(ns, few, "null", True, kernel=True)  # still correct
-    np.testing.assert_allclose(np.asarray(forced), np.asarray(ns.project(few)), rtol=0,
-                               atol=_tol(few))
+    assert not K.worthwhile(ns.row_basis)
+    assert K.worthwhile(_basis(784, 32)) and K.worthwhile(_basis(12288, 32))
+    assert K.worthwhile(_basis(784, 256)) and not K.worthwhile(_basis(3072, 128))
+    x = _x((10, 3072))
+    assert K.TARGET not in jax.jit(ns.project).lower(x).as_text()
+    forced = _nullspace._apply(ns, x, "null", True, kernel=True)  # still correct
+    np.testing.assert_allclose(np.asarray(forced), np.asarray(ns.project(x)), rtol=0,
+                               atol=_tol(x))
 
 
 @needs_kernel
