@@ -3,8 +3,8 @@
 XLA:CPU computes ``x - (x R) R^T`` as two Eigen matmuls and a subtraction: three passes
 over the batch, the second matmul (contraction length ``r``) at about half the GEMM rate.
 The kernel projects each tile of rows while it is in cache (one read of ``x``, one write),
-which brings ``(60000, 784)`` onto a rank-32 complement from ~2.4x to ~1.1x the roofline
-floor on 2 CPU cores (``python -m benchmarks.projection_60k``).
+which brings ``(60000, 784)`` onto a rank-32 complement from ~2.5x to ~1.4x the roofline
+floor on 2 CPU cores (``python -m benchmarks.projection_60k``; ``benchmarks/README.md``).
 
 :func:`project_rows` is what :mod:`nsjax._nullspace` calls.  It is
 
@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["available", "info", "project_rows", "project_rows_xla", "MAX_COLS"]
+__all__ = ["available", "info", "supports", "worthwhile", "project_rows", "project_rows_xla",
+           "MAX_COLS"]
 
 TARGET = "nsjax_project_f32"
 LANES = 16  # basis columns are zero-padded to a multiple of this (the AVX-512 width)
