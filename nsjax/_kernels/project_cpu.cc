@@ -213,7 +213,11 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
     shared = shared && rd[i] == 1 && xd[i] == od[i];
     slabs *= od[i];
   }
-  if (m == 0 || n == 0 || slabs == 0) return ffi::Error::Success();
+  if (m == 0 || slabs == 0) return ffi::Error::Success();
+  if (n == 0) {  // nothing to project; no coefficient can be NaN
+    std::fill(bad->typed_data(), bad->typed_data() + slabs * m, uint8_t{0});
+    return ffi::Error::Success();
+  }
 
   auto job = std::make_shared<Job>();
   job->fn = RowsFn(isa);
