@@ -1,7 +1,7 @@
 """Timing: interleaved repeats, medians and spreads, first-call (compile) times.
 
 Every variant of a case (nsjax, the baselines, the roofline pass) is timed in the same loop,
-one after the other, with the order rotated each repeat: on a shared machine the load
+one after the other, in a new (seeded) random order each repeat: on a shared machine the load
 changes over seconds, and interleaving makes every variant see the same load, so their
 *ratios* stay meaningful even when the absolute times drift.
 
@@ -13,6 +13,7 @@ keeps microsecond calls (batch size 1) above the timer's resolution.
 from __future__ import annotations
 
 import math
+import random
 import resource
 import time
 from collections.abc import Callable
@@ -107,9 +108,12 @@ def measure(
             samples[name].append(dt)
             faults[name].append(_minflt() - f0)
     names = list(fns)
-    for i in range(max(reps.values(), default=0)):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:  # rotate the order: no variant always goes first
+    order = random.Random(len(names))  # fixed seed: the same schedule every run
+    for _ in range(max(reps.values(), default=0)):
+        # A fresh random order each round: no variant always goes first, and none always
+        # follows the same other one (a plain rotation keeps every variant's predecessor,
+        # and so whatever that one leaves in the caches and the allocator, fixed).
+        for name in order.sample(names, len(names)):
             if len(samples[name]) >= reps[name]:
                 continue
             fn, n = fns[name], inner[name]
