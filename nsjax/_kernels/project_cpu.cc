@@ -16,8 +16,8 @@
 // Precision.HIGHEST, summed in a different order.
 //
 // Instruction sets: AVX-512F and AVX2+FMA, chosen at run time (nsjax_project_isa()); the
-// body is compiled once per set from project_body.inc.  Elsewhere the library builds with
-// isa 0 and nsjax uses XLA's matmuls.
+// body is compiled once per set from project_body.inc.  Elsewhere (or with -DNSJAX_NO_SIMD,
+// to check that path compiles) the library builds with isa 0 and nsjax uses XLA's matmuls.
 
 #include <algorithm>
 #include <atomic>
@@ -41,7 +41,7 @@ using ProjectRowsFn = void (*)(const float*, const float*, const float*, float*,
 
 }  // namespace
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NSJAX_NO_SIMD)
 #include <immintrin.h>
 
 #if defined(__clang__)
@@ -135,12 +135,14 @@ ProjectRowsFn RowsFn(int isa) {
   return isa == 2 ? &avx512::rows : isa == 1 ? &avx2::rows : nullptr;
 }
 int64_t Lanes(int isa) { return isa == 2 ? 16 : 8; }
+void StoreFence() { _mm_sfence(); }  // orders the streaming stores before we report done
 }  // namespace
 #else
 namespace {
 int DetectIsa() { return 0; }
 ProjectRowsFn RowsFn(int) { return nullptr; }
 int64_t Lanes(int) { return 16; }
+void StoreFence() {}
 }  // namespace
 #endif
 
@@ -179,7 +181,7 @@ struct Job {
          r0, r1, n, rp, null_part, nt);
       ++finished;
     }
-    if (nt) _mm_sfence();
+    if (nt) StoreFence();
     if (finished && done.fetch_add(finished) + finished == total) {
       std::lock_guard<std::mutex> lock(mu);
       cv.notify_all();
