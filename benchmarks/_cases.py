@@ -20,7 +20,7 @@ import nsjax
 from benchmarks import _baselines as bl
 from benchmarks._env import mem_available_bytes, openblas_libs
 from benchmarks._timing import Stats, first_call, measure
-from nsjax import _cpu_kernel, _nullspace
+from nsjax import _nullspace
 
 # Correctness tolerances (max abs error against a float64 NumPy reference on inputs in
 # [-1, 1]).  float32: rounding of length-n dot products plus the float32 SVD basis error,
@@ -83,6 +83,24 @@ def _row_basis64(w: np.ndarray) -> np.ndarray:
     """Independent float64 reference: orthonormal basis of the row space by QR."""
     q, _ = np.linalg.qr(w.astype(np.float64).T)
     return q
+
+
+def add_xla_variant(fns: dict, case: dict, ns, xj) -> None:
+    """Time ``ns.project(xj)`` through XLA's matmuls too (``nsjax_xla``: what the fused CPU
+    kernel replaces) where the kernel could run, and record whether nsjax's default call
+    uses it (``case["fused_kernel"]``)."""
+    if _nullspace.uses_cpu_kernel(ns, xj.dtype, kernel=True):
+        fns["nsjax_xla"] = lambda: _nullspace._apply(ns, xj, "null", True, kernel=False)
+        case["fused_kernel"] = _nullspace.uses_cpu_kernel(ns, xj.dtype)
+
+
+def roofline(elementwise_ms: float, flops: float, rate: float, **extra) -> dict:
+    """The projection floor: the larger of the elementwise pass and ``flops`` at ``rate``."""
+    floor = {"elementwise_ms": elementwise_ms, "flops_ms": flops / rate * 1e3, "flops": flops,
+             **extra}
+    floor["ms"] = max(floor["elementwise_ms"], floor["flops_ms"])
+    floor["bound"] = "memory" if floor["elementwise_ms"] >= floor["flops_ms"] else "flops"
+    return floor
 
 
 class Runner:
@@ -218,11 +236,7 @@ class Runner:
             "nsjax": lambda: ns.project(xj),
             "nsjax_nocheck": lambda: ns.project(xj, check_finite=False),
         }
-        side_basis = ns.row_basis if ns.null_basis is None else ns.null_basis
-        if _cpu_kernel.supports(side_basis):
-            # the same projection through XLA's matmuls: what the fused CPU kernel replaces
-            fns["nsjax_xla"] = lambda: _nullspace._apply(ns, xj, "null", True, kernel=False)
-            case["fused_kernel"] = _cpu_kernel.worthwhile(side_basis)  # does nsjax use it?
+        add_xla_variant(fns, case, ns, xj)
         fns["elementwise"] = lambda: floor_fn(xj)
         skipped = {}
         numpy_est = 3 * bl.projection_flops(b, n, r) / gemm_rate  # skinny GEMMs: ~1/3 rate
@@ -286,11 +300,7 @@ class Runner:
         # nsjax projects through the smaller side: rank r, or nullity n - r with a null basis
         side = r if ns.null_basis is None else n - r
         flops = bl.projection_flops(b, n, side)
-        floor = {"elementwise_ms": st["elementwise"].median_ms,
-                 "flops_ms": flops / rate * 1e3, "flops": flops,
-                 "gemm_gflops": rate / 1e9}
-        floor["ms"] = max(floor["elementwise_ms"], floor["flops_ms"])
-        floor["bound"] = "memory" if floor["elementwise_ms"] >= floor["flops_ms"] else "flops"
+        floor = roofline(st["elementwise"].median_ms, flops, rate, gemm_gflops=rate / 1e9)
         case["floor"] = floor
         case["ratios"] = self._ratios(st, floor["ms"])
         case["status"] = "ok"

@@ -33,10 +33,11 @@ from benchmarks._cases import (
     _stats,
     _to_device,
     _uniform,
+    add_xla_variant,
+    roofline,
 )
 from benchmarks._plan import ConvSpec
 from benchmarks._timing import first_call, measure
-from nsjax import _cpu_kernel, _nullspace
 
 DENSE_MAX_N = 3072  # above this the dense operator and its SVD are not the way anyone goes
 
@@ -143,9 +144,7 @@ def projection_case(runner: Runner, spec: ConvSpec, dtype: str) -> dict:
     xj, x = _to_device(_uniform(rng, (spec.batch, *spec.input_shape), dtype))
     floor_fn = jax.jit(lambda x: x + 0)
     fns = {"nsjax": lambda: ns.project(xj), "elementwise": lambda: floor_fn(xj)}
-    side = ns.null_basis if ns.null_basis is not None else ns.row_basis
-    if _cpu_kernel.supports(side):
-        fns["nsjax_xla"] = lambda: _nullspace._apply(ns, xj, "null", True, kernel=False)
+    add_xla_variant(fns, case, ns, xj)
     idx = _sample_idx(spec.batch)
     if spec.is_patch:
         d = math.prod(spec.kernel_shape[:3])
@@ -187,17 +186,14 @@ def projection_case(runner: Runner, spec: ConvSpec, dtype: str) -> dict:
     if not case["correct"]["ok"]:
         case["status"] = "failed: results differ from the float64 reference"
         return case
-    case["fused_kernel"] = bool("nsjax_xla" in fns and _cpu_kernel.worthwhile(side))
     runner.best_blas(fns, case)
     st = measure(fns, runner.s.repeats, target_s=runner.s.target_s)
     case["timings"] = _stats(st)
     case["timings"]["nsjax"]["first_call_ms"] = first_ms
     case["timings"]["nsjax"]["compile_ms"] = max(0.0, first_ms - st["nsjax"].median_ms)
     flops = 4.0 * rows * d * min(r, d - r)
-    floor = {"elementwise_ms": st["elementwise"].median_ms, "flops_ms": flops / gemm_rate * 1e3,
-             "flops": flops, "rows": rows, "d": d, "side": min(r, d - r)}
-    floor["ms"] = max(floor["elementwise_ms"], floor["flops_ms"])
-    floor["bound"] = "memory" if floor["elementwise_ms"] >= floor["flops_ms"] else "flops"
+    floor = roofline(st["elementwise"].median_ms, flops, gemm_rate, rows=rows, d=d,
+                     side=min(r, d - r))
     case["floor"] = floor
     case["ratios"] = runner._ratios(st, floor["ms"])
     case["params"].update({"rank": ns.rank, "nullity": ns.dim})

@@ -250,12 +250,8 @@ def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tupl
     """
     dtype = jnp.result_type(x.dtype, ns.row_basis.dtype)
 
-    def use_kernel(basis):  # decided at trace time from shapes and dtypes
-        if kernel is False or accurate or dtype != jnp.float32:
-            return False
-        if not _cpu_kernel.supports(basis):
-            return False
-        return bool(kernel) or _cpu_kernel.worthwhile(basis)
+    def use_kernel(basis):
+        return _kernel_choice(basis, dtype, accurate, kernel)
 
     if ns.null_basis is not None and not patched:
         flip = {"null": "perp", "perp": "null"}[part]
@@ -272,6 +268,24 @@ def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tupl
                                     accurate, use_kernel(rb))
         out = _unpatchify(ns, out)
     return out.reshape(x.shape), finite
+
+
+def _kernel_choice(basis: jax.Array, dtype, accurate: bool, kernel: bool | None) -> bool:
+    """Whether a projection through ``basis`` runs the fused CPU kernel (a trace-time
+    decision from shapes and dtypes).  Never in the accurate mode or off float32, only for
+    bases the kernel takes; ``kernel=None`` asks whether it pays
+    (:func:`nsjax._cpu_kernel.worthwhile`), ``True`` uses it wherever it applies."""
+    if kernel is False or accurate or dtype != jnp.float32 or not _cpu_kernel.supports(basis):
+        return False
+    return bool(kernel) or _cpu_kernel.worthwhile(basis)
+
+
+def uses_cpu_kernel(ns: NullSpace, dtype=jnp.float32, *, kernel: bool | None = None) -> bool:
+    """Whether ``ns.project`` of ``dtype`` inputs runs the fused CPU kernel (the plain
+    mode; ``kernel=True``: whether it could).  The same decision :func:`_project_any`
+    makes, on the basis it projects through."""
+    basis = ns.null_basis if ns.null_basis is not None and ns.patch is None else ns.row_basis
+    return _kernel_choice(basis, jnp.result_type(dtype, ns.row_basis.dtype), False, kernel)
 
 
 def _flat_shape(ns: NullSpace, x_shape: tuple[int, ...]) -> tuple[int, ...]:

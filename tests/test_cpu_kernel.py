@@ -209,7 +209,7 @@ def test_null_space_projection_uses_the_kernel_and_agrees(rank):
         xla = _nullspace._apply(ns, x, part, True, kernel=False)
         np.testing.assert_allclose(np.asarray(fused), np.asarray(xla), rtol=0, atol=_tol(x))
     f = jax.jit(lambda x: ns.project(x))
-    assert K.TARGET in f.lower(x).as_text()
+    assert K.TARGET in f.lower(x).as_text() and _nullspace.uses_cpu_kernel(ns)
     assert K.TARGET not in jax.jit(lambda x: ns.project(x, accurate=True)).lower(x).as_text()
     with pytest.raises(nsjax.NonFiniteError):
         ns.project(x.at[5, 3, 3, 0].set(jnp.nan))
@@ -226,6 +226,7 @@ def test_wide_bases_beyond_the_caches_stay_on_xla():
     assert K.worthwhile(_basis(784, 256)) and not K.worthwhile(_basis(3072, 128))
     x = _x((10, 3072))
     assert K.TARGET not in jax.jit(ns.project).lower(x).as_text()
+    assert not _nullspace.uses_cpu_kernel(ns) and _nullspace.uses_cpu_kernel(ns, kernel=True)
     forced = _nullspace._apply(ns, x, "null", True, kernel=True)  # still correct
     np.testing.assert_allclose(np.asarray(forced), np.asarray(ns.project(x)), rtol=0,
                                atol=_tol(x))
