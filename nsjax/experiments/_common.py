@@ -1,0 +1,145 @@
+"""Pieces every experiment shares: progress lines, formatting, reports, data, recipes.
+
+One copy of each: the experiments (``nsjax.experiments.*``) and the CLI use these and
+define none of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nsjax import _checkpoint, _data, _train
+
+__all__ = ["Progress", "pct", "sci", "write_report", "not_run", "load_splits", "config_for",
+           "train_or_restore", "prepare_out", "DatasetNotFoundError"]
+
+DatasetNotFoundError = _data.DatasetNotFoundError
+
+
+class Progress:
+    """Timestamped progress lines (``[  12.3s] message``) on stdout; silent when ``quiet``.
+
+    Call it with a message; :attr:`log` is the callback to hand to library functions that
+    take ``log=`` (``None`` when quiet, which also turns their progress bars off).
+    """
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{self.seconds():6.1f}s] {msg}", flush=True)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    @property
+    def log(self) -> Callable[[str], None] | None:
+        return None if self.quiet else self
+
+
+def pct(x: float | None) -> str:
+    """``0.1234 -> "12.34 %"``; ``None -> "n/a"``."""
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def sci(x: float | None) -> str:
+    """``1.2e-5 -> "1.20e-05"``; ``None -> "not available"``."""
+    return "not available" if x is None else f"{x:.2e}"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_out(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` (and ``figures/``) and check it is writable, before any work.
+
+    Raises:
+      ValueError: ``out_dir`` is a file or cannot be written to.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output location {out} exists and is not a directory")
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise ValueError(f"cannot write to output directory {out}: {err}") from None
+    return out
+
+
+def write_report(out: str | os.PathLike, report: dict[str, Any], markdown: str) -> Path:
+    """Write ``report.json`` and ``report.md`` into ``out``, each atomically (temp + rename).
+
+    Returns the path of ``report.md``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_text(out / "report.json",
+                 json.dumps(report, indent=2, default=_checkpoint._json_default))
+    _atomic_text(out / "report.md", markdown)
+    return out / "report.md"
+
+
+def not_run(out: str | os.PathLike, experiment: str, err: Exception) -> dict:
+    """The one "not run" policy: data that is not present is reported, not failed.
+
+    Writes ``report.json`` (``{"experiment", "not_run"}``) and ``report.md`` saying why, and
+    returns that report.  Callers exit with code 0: nothing failed, there was nothing to run.
+    """
+    report = {"experiment": experiment, "not_run": str(err)}
+    write_report(out, report, f"# {experiment}: not run\n\n{err}\n")
+    return report
+
+
+def load_splits(dataset: str, data_dir=None, source: str = "auto", *,
+                limit: int | None = None, test_limit: int | None = None):
+    """``(train, test)`` :class:`nsjax.data.Dataset` pair; ``limit`` caps the training split,
+    ``test_limit`` the test split (both ``None``: everything)."""
+    tr = _data.load(dataset, "train", data_dir=data_dir, source=source, limit=limit)
+    te = _data.load(dataset, "test", data_dir=data_dir, source=source, limit=test_limit)
+    return tr, te
+
+
+def config_for(dataset: str, *, epochs: int | None = None, seed: int = 0,
+               alpha: float | None = 0.2, **changes) -> _train.TrainConfig:
+    """``nsjax.training.recipe(dataset)`` with the overrides experiments take.
+
+    ``epochs=None`` keeps the recipe's; every other keyword replaces the recipe's value.
+    """
+    changes = {"seed": seed, "alpha": alpha, **changes}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    return _train.recipe(dataset, **changes)
+
+
+def train_or_restore(out: str | os.PathLike, name: str, model, config, train_ds,
+                     progress: Progress):
+    """Train ``model`` or reuse ``out/checkpoints/name`` when it holds the same training.
+
+    Returns ``(variables, train_seconds, reused)``.
+    """
+    return _checkpoint.train_or_restore(Path(out) / "checkpoints" / name, model, config,
+                                        train_ds, log=progress.log)
+
+
+def n_inputs(shape) -> int:
+    return math.prod(shape)
