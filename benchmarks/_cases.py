@@ -20,7 +20,6 @@ import nsjax
 from benchmarks import _baselines as bl
 from benchmarks._env import mem_available_bytes, openblas_libs
 from benchmarks._timing import Stats, first_call, measure
-from nsjax import _nullspace
 
 # Correctness tolerances (max abs error against a float64 NumPy reference on inputs in
 # [-1, 1]).  float32: rounding of length-n dot products plus the float32 SVD basis error,
@@ -89,9 +88,9 @@ def add_xla_variant(fns: dict, case: dict, ns, xj) -> None:
     """Time ``ns.project(xj)`` through XLA's matmuls too (``nsjax_xla``: what the fused CPU
     kernel replaces) where the kernel could run, and record whether nsjax's default call
     uses it (``case["fused_kernel"]``)."""
-    if _nullspace.uses_cpu_kernel(ns, xj.dtype, kernel=True):
-        fns["nsjax_xla"] = lambda: _nullspace._apply(ns, xj, "null", True, kernel=False)
-        case["fused_kernel"] = _nullspace.uses_cpu_kernel(ns, xj.dtype)
+    if nsjax.uses_cpu_kernel(ns, xj.dtype, kernel=True):
+        fns["nsjax_xla"] = lambda: ns.project(xj, kernel=False)
+        case["fused_kernel"] = nsjax.uses_cpu_kernel(ns, xj.dtype)
 
 
 def roofline(elementwise_ms: float, flops: float, rate: float, **extra) -> dict:
@@ -533,7 +532,7 @@ class Runner:
 
     def devices(self, b: int, dtype: str) -> dict:
         """``ns.project`` on one device vs ``ns.project(shard_batch(x))`` on all of them."""
-        from nsjax._sharding import shard_batch
+        shard_batch = nsjax.sharding.shard_batch
 
         ndev = jax.device_count()
         b = max(ndev, b // ndev * ndev)

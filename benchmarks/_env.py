@@ -115,30 +115,11 @@ def mem_available_bytes() -> int | None:
 
 
 def openblas_libs():
-    """ctypes handles of the OpenBLAS builds loaded by NumPy and SciPy (Linux only)."""
-    import ctypes
+    """ctypes handles ``{name: (get, set)}`` of the OpenBLAS builds loaded by NumPy and SciPy
+    (Linux only): :func:`nsjax.blas.openblas_libs`, the one copy of the finder."""
+    from nsjax import blas
 
-    import numpy  # noqa: F401  (load both BLAS builds before looking)
-    import scipy.linalg  # noqa: F401
-
-    try:
-        paths = sorted({ln.split()[-1] for ln in open("/proc/self/maps")
-                        if "openblas" in ln and ln.rstrip().endswith(".so")})
-    except OSError:
-        return {}
-    libs = {}
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and put is not None:
-                    libs[os.path.basename(path)] = (get, put)
-                    break
-            if os.path.basename(path) in libs:
-                break
-    return libs
+    return blas.openblas_libs()
 
 
 def blas_threads(set_to: int | None = None) -> dict[str, int]:
@@ -158,9 +139,9 @@ def blas_threads(set_to: int | None = None) -> dict[str, int]:
 
 
 def _kernel_info() -> str:
-    from nsjax import _cpu_kernel
+    import nsjax
 
-    return _cpu_kernel.info()
+    return nsjax.cpu_kernel_info()
 
 
 def describe(dtypes: list[str], precision: str) -> dict:

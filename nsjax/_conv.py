@@ -143,6 +143,7 @@ __all__ = [
     "conv_output_shape",
     "exact_conv_rank",
     "CroppedPatchNullSpace",
+    "ExactRankTooLarge",
 ]
 
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -540,6 +541,61 @@ def _spectrum(g: _Geometry, kmat, method, rtol, atol, dtype, vectors: bool) -> _
     return _Spectrum(s, tol, rank, out, "svd")
 
 
+def _static_tol(s: np.ndarray, rank: int) -> float:
+    """A tolerance with ``#{s > tol} == rank`` for descending ``s``: the largest dropped value
+    (0 when nothing is dropped)."""
+    return float(s[rank]) if rank < s.size else 0.0
+
+
+def _spectrum_at_rank(g: _Geometry, kmat, rank: int | str, vectors: bool) -> _Spectrum:
+    """Float64 singular values (un-squared) and the row basis for a GIVEN rank.
+
+    ``rank="exact"``: the rank over GF(p) of the exact kernel (:func:`exact_conv_rank`).  The
+    basis is the top-``rank`` right singular vectors of a dense SVD, or -- when the rank is
+    full on the covered pixels -- their unit vectors (exact, no SVD vectors needed).
+    """
+    m, n = g.m, g.n
+    k_full = min(m, n)
+    covered = g.covered() if m else np.zeros((0,), np.int64)
+    exact = isinstance(rank, str)
+    if exact and rank != "exact":
+        raise ValueError(f"rank must be None, 'exact' or an int, got {rank!r}")
+    if m == 0 or covered.size == 0 or not np.any(kmat):
+        s = np.zeros(k_full)
+        if not exact and int(rank) != 0:
+            raise ValueError(f"rank={rank} but the operator is zero")
+        return _Spectrum(s, 0.0, 0, None if not vectors else np.zeros((n, 0)), "trivial")
+    if g.is_patch():  # one (cout, T) block per patch
+        a = kmat.T
+        r = (_rank_mod_p(_mod_p_kernel(a, _PRIME), _PRIME) if exact
+             else int(rank) // g.positions)
+        if not exact and r * g.positions != int(rank):
+            raise ValueError(f"rank={rank} is not a multiple of the {g.positions} patches")
+        _, s, vt = scipy.linalg.svd(a, full_matrices=False, check_finite=False)
+        return _Spectrum(s, _static_tol(s, r), r * g.positions,
+                         vt[:r].T if vectors else None, "patch")
+    r = _exact_rank(g, kmat) if exact else int(rank)
+    if not 0 <= r <= covered.size:
+        raise ValueError(f"rank={r} outside [0, {covered.size}] (pixels read by the conv)")
+    a = _sparse_op(g, _reduced_kmat(kmat), covered)
+    full = r == covered.size
+    if full or not vectors:
+        vals = (scipy.linalg.svd(a.toarray(), compute_uv=False, check_finite=False)
+                if a.shape[0] * a.shape[1] <= _SMALL_DENSE else _augmented_singular_values(a))
+        s = np.concatenate([np.sort(vals)[::-1], np.zeros(k_full)])[:k_full]
+        if not vectors:
+            return _Spectrum(s, _static_tol(s, r), r, None, "svd")
+        return _Spectrum(s, _static_tol(s, r), r, "identity", "svd")
+    if a.shape[0] * a.shape[1] > _SVD_MAX_ENTRIES:
+        raise ValueError(f"the basis at a given rank needs a dense SVD of a {a.shape[0]} x "
+                         f"{a.shape[1]} matrix (limit {_SVD_MAX_ENTRIES} entries)")
+    _, vals, vt = scipy.linalg.svd(a.toarray(), full_matrices=False, check_finite=False)
+    s = np.concatenate([vals, np.zeros(k_full)])[:k_full]
+    out = np.zeros((n, r))
+    out[covered] = vt[:r].T
+    return _Spectrum(s, _static_tol(s, r), r, out, "svd")
+
+
 def _cholesky_row_basis(a, gram):
     """Orthonormal basis ``a^T L^-T`` of the row space of a full-row-rank sparse ``a``,
     ``a a^T = L L^T`` (banded Cholesky, banded triangular solve; ``O(m' n b)``)."""
@@ -669,6 +725,7 @@ def conv_null_space(
     rtol: float | None = None,
     atol: float = 0.0,
     method: str = "auto",
+    rank: int | str | None = None,
 ) -> NullSpace:
     """Null space of the convolution ``x -> conv(x, kernel)`` as Flax ``nn.Conv`` computes it.
 
@@ -685,6 +742,17 @@ def conv_null_space(
       method: ``"auto"`` (default), ``"patch"``, ``"svd"`` or ``"gram"``; see the module
         docstring.  All are exact; they differ in cost and in the smallest resolvable
         ``sigma``.
+      rank: how the rank is decided.  ``None`` (default): the tolerance rule above.
+        ``"exact"``: the rank of the convolution in exact arithmetic for the kernel's exact
+        float values, from :func:`exact_conv_rank` (over GF(p); a float32 kernel is an exact
+        dyadic rational), so e.g. a random SAME kernel -- exactly invertible, but with
+        singular values down to ``1e-16 sigma_max`` -- gets nullity 0 where the float32 rule
+        reports up to ~30 near-null directions.  The basis then comes from a float64 SVD
+        with that static rank (unit vectors of the read pixels when the rank is full there);
+        ``rtol``/``atol``/``method`` are ignored and ``tol`` is the largest dropped singular
+        value (0 if none).  Raises :class:`ExactRankTooLarge` above the size limit of
+        :func:`exact_conv_rank` (28x28 with 6 kernels is well inside).  An int: that static
+        rank, basis from the SVD.
 
     Returns:
       :class:`NullSpace` with ``input_shape`` set (``patch=(kh, kw)`` for patch embeddings;
@@ -700,7 +768,10 @@ def conv_null_space(
     kmat, dtype = _kmat(kernel)
     input_shape = tuple(int(d) for d in input_shape)
     g = _Geometry(input_shape, np.shape(kernel), strides, padding, dilation)
-    sp = _spectrum(g, kmat, method, rtol, atol, dtype, vectors=True)
+    if rank is None:
+        sp = _spectrum(g, kmat, method, rtol, atol, dtype, vectors=True)
+    else:
+        sp = _spectrum_at_rank(g, kmat, rank, vectors=True)
     s_j = _to_jax(sp.s, dtype)
     if sp.method == "patch":
         kh, kw = g.kernel_hw
@@ -797,6 +868,7 @@ def conv_null_space_of_layer(
     atol: float = 0.0,
     method: str = "auto",
     check: bool = True,
+    rank: int | str | None = None,
 ) -> NullSpace:
     """Null space of a Flax ``nn.Conv`` layer (its bias is affine and ignored).
 
@@ -809,7 +881,8 @@ def conv_null_space_of_layer(
       variables: ``{"params": {"kernel": ..., "bias": ...}}`` of the layer (or the inner
         dict).
       input_shape: ``(H, W, cin)`` of one input to the layer.
-      rtol, atol, method: see :func:`conv_null_space`.
+      rtol, atol, method, rank: see :func:`conv_null_space` (``rank="exact"``: the exact
+        rank of :func:`exact_conv_rank`; not available on the dense fallback route).
       check: verify on a random input that the structured operator equals the layer's
         output minus its bias (one forward pass; raises ``RuntimeError`` on a mismatch).
     """
@@ -818,7 +891,10 @@ def conv_null_space_of_layer(
         n = math.prod(input_shape)
         f1 = _layer_linear_map(module, variables, input_shape)
         matrix = jax.jit(jax.jacfwd(f1))(jnp.zeros((n,), jnp.float32))
-        return null_space(matrix, rtol=rtol, atol=atol, input_shape=input_shape)
+        if isinstance(rank, str):
+            raise ValueError(f"rank={rank!r} needs a 2-D nn.Conv on (H, W, C) inputs; "
+                             f"{type(module).__name__} takes the dense route")
+        return null_space(matrix, rtol=rtol, atol=atol, input_shape=input_shape, rank=rank)
     kernel = _layer_kernel(module, variables)
     ks = module.kernel_size
     ks = (ks,) * 2 if isinstance(ks, int) else tuple(ks)
@@ -830,7 +906,7 @@ def conv_null_space_of_layer(
         _check_against_layer(module, variables, input_shape, kernel, strides, module.padding,
                              dilation)
     return conv_null_space(kernel, input_shape, strides=strides, padding=module.padding,
-                           dilation=dilation, rtol=rtol, atol=atol, method=method)
+                           dilation=dilation, rtol=rtol, atol=atol, method=method, rank=rank)
 
 
 def _check_against_layer(module, variables, input_shape, kernel, strides, padding, dilation):
@@ -889,24 +965,84 @@ def _rank_mod_p(a: np.ndarray, p: int) -> int:
     return r
 
 
+def _echelon_rows_mod_p(a: np.ndarray, p: int) -> np.ndarray:
+    """The nonzero rows of a row echelon form of integer ``a`` over GF(p) (same row space)."""
+    a = np.array(a, dtype=np.int64) % p
+    m, n = a.shape
+    r = 0
+    for c in range(n):
+        if r == m:
+            break
+        nz = np.flatnonzero(a[r:, c])
+        if nz.size == 0:
+            continue
+        i = r + nz[0]
+        if i != r:
+            a[[r, i]] = a[[i, r]]
+        a[r] = (a[r] * pow(int(a[r, c]), p - 2, p)) % p
+        below = r + 1 + np.flatnonzero(a[r + 1:, c])
+        if below.size:
+            a[below] = (a[below] - a[below, c:c + 1] * a[r]) % p
+        r += 1
+    return a[:r]
+
+
+class ExactRankTooLarge(ValueError):
+    """The integer matrix of :func:`exact_conv_rank` would exceed its entry limit."""
+
+
+_EXACT_MAX_ENTRIES = 2**24  # int64 (P min(cout, T), covered pixels) matrix: 128 MB
+
+
+def _exact_rank(g: _Geometry, kmat: np.ndarray, prime: int = _PRIME,
+                max_entries: int | None = _EXACT_MAX_ENTRIES) -> int:
+    """Rank over GF(``prime``) of the operator of ``g`` with the exact float kernel ``kmat``.
+
+    The kernel bank is first reduced over GF(p): ``Kmat^T = B E`` with ``E`` the
+    ``(r_k, T)`` echelon rows and ``B`` injective, so ``(I kron Kmat^T) S`` and
+    ``(I kron E) S`` have the same rank (``r_k <= min(cout, T)`` rows per window); pixels no
+    window reads are zero columns and are dropped.
+    """
+    if g.m == 0:
+        return 0
+    kint = _mod_p_kernel(kmat, prime)  # (T, cout)
+    if kint.shape[1] > kint.shape[0]:
+        kint = _echelon_rows_mod_p(kint.T, prime).T  # (T, r_k)
+    if kint.shape[1] == 0:
+        return 0
+    covered = g.covered()
+    p, t = g.index.shape
+    k = kint.shape[1]
+    if max_entries is not None and p * k * covered.size > max_entries:
+        raise ExactRankTooLarge(
+            f"the exact rank needs a {p * k} x {covered.size} integer matrix "
+            f"({p * k * covered.size:,} entries, limit {max_entries:,}); its elimination "
+            f"costs O(m n^2) -- too large/slow for this case")
+    idx = _renumber(g.index, covered)
+    a = np.zeros((p * k, covered.size), np.int64)
+    rows = np.broadcast_to(np.arange(p)[:, None, None] * k + np.arange(k), (p, t, k))
+    cols = np.broadcast_to(idx[:, :, None], (p, t, k))
+    vals = np.broadcast_to(kint[None], (p, t, k))
+    ok = cols >= 0
+    np.add.at(a, (rows[ok], cols[ok]), vals[ok])
+    return _rank_mod_p(a, prime)
+
+
 def exact_conv_rank(kernel, input_shape, *, strides=1, padding="VALID", dilation=1,
-                    prime: int = _PRIME) -> int:
+                    prime: int = _PRIME, max_entries: int | None = _EXACT_MAX_ENTRIES) -> int:
     """Rank of the convolution in EXACT arithmetic, for the kernel's exact float values.
 
     A float kernel is a dyadic rational; scaled by a common power of two it is an integer
     kernel with the same rank.  Its rank over GF(``prime``) is computed by elimination; it is
     a lower bound on the rank over the rationals and equals it unless ``prime`` divides every
-    maximal nonzero minor (so "full rank mod p" CERTIFIES full rank).  Cost
-    ``O(m n b)`` for band width ``b``; meant for small images (28x28 takes ~1 s).
+    maximal nonzero minor (so "full rank mod p" CERTIFIES full rank).
+
+    The elimination runs on an ``(P min(cout, T), n_c)`` int64 matrix (``P`` output
+    positions, ``T`` taps, ``n_c`` pixels read by some window; the kernel bank is reduced
+    mod p first); above ``max_entries`` entries (default ``2^24``, 128 MB) it raises
+    :class:`ExactRankTooLarge` instead (``None``: no limit).  Time ``O(m n_c b)`` for band
+    width ``b``: see ``docs/results/conv.md`` for measured costs.
     """
     kmat, _ = _kmat(kernel)
     g = _Geometry(input_shape, np.shape(kernel), strides, padding, dilation)
-    kint = _mod_p_kernel(kmat, prime)
-    p, t = g.index.shape
-    a = np.zeros((g.m, g.n), np.int64)
-    rows = np.broadcast_to(np.arange(p)[:, None, None] * g.cout + np.arange(g.cout), (p, t, g.cout))
-    cols = np.broadcast_to(g.index[:, :, None], (p, t, g.cout))
-    vals = np.broadcast_to(kint[None], (p, t, g.cout))
-    ok = cols >= 0
-    np.add.at(a, (rows[ok], cols[ok]), vals[ok])
-    return _rank_mod_p(a, prime)
+    return _exact_rank(g, kmat, int(prime), max_entries)

@@ -8,9 +8,9 @@ import pytest
 import scipy.linalg
 
 import nsjax
-from nsjax._cli_conv import limit_blas_threads, partial_windings, planted_kernels
 from nsjax._conv import (
     CroppedPatchNullSpace,
+    ExactRankTooLarge,
     conv_apply,
     conv_matrix,
     conv_null_space,
@@ -19,6 +19,8 @@ from nsjax._conv import (
     exact_conv_rank,
 )
 from nsjax._stego import reveal, stego
+from nsjax.blas import limit_blas_threads
+from nsjax.experiments.conv import partial_windings, planted_kernels
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -133,6 +135,28 @@ def test_same_padding_winding_kernel_is_numerically_but_not_exactly_singular():
     assert s[-28] / s[0] < 784 * np.finfo(np.float64).eps and s[-29] / s[0] > 1e-3
     assert conv_null_space(k, (28, 28, 1), padding="SAME").dim == 28  # float32 rule
     assert exact_conv_rank(k, (28, 28, 1), padding="SAME") == 784  # but exactly invertible
+    ns = conv_null_space(k, (28, 28, 1), padding="SAME", rank="exact")
+    assert ns.dim == 0 and ns.rank == 784 and float(ns.tol) == 0.0
+    assert int(ns.numerical_rank()) == 784  # tol consistent with the static rank
+
+
+def test_exact_rank_option_matches_exact_conv_rank_and_keeps_an_svd_basis():
+    k = _flax_kernel(0, (3, 3, 1, 1))
+    same = conv_null_space(k, (28, 28, 1), padding="SAME", rank="exact")
+    assert same.dim == 0  # the float32 rule reports near-null directions for this kernel
+    assert conv_null_space(k, (28, 28, 1), padding="SAME").dim > 0
+    valid = conv_null_space(k, (28, 28, 1), rank="exact")
+    ref = conv_null_space(k, (28, 28, 1))
+    assert valid.dim == ref.dim == 108 and int(valid.numerical_rank()) == 676
+    assert np.abs(np.asarray(valid.projector(), np.float64)
+                  - np.asarray(ref.projector(), np.float64)).max() <= 1e-5
+    _, _, k2 = [p for p in planted_kernels() if p[0] == "common-factor-x6"][0]
+    assert conv_null_space(k2, (28, 28, 1), rank="exact").dim == 55
+    mod = nn.Conv(2, (3, 3), padding="VALID")
+    params = jax.jit(mod.init)(jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
+    assert conv_null_space_of_layer(mod, params, (12, 12, 1), rank="exact").dim == 8
+    with pytest.raises(ExactRankTooLarge):
+        exact_conv_rank(_flax_kernel(1, (3, 3, 1, 6)), (28, 28, 1), max_entries=1000)
     small = [conv_singular_values(k, (n, n, 1), padding="SAME", method="svd")
              for n in (8, 12, 16)]
     ratios = [v[-1] / v[0] for v in small]
