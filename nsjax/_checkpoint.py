@@ -21,8 +21,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from flax import serialization
 
 from nsjax._models import from_spec, input_shape_of, spec
 
-__all__ = ["save", "restore", "train_or_restore", "PARAMS_FILE", "META_FILE", "FORMAT",
+__all__ = ["save", "restore", "PARAMS_FILE", "META_FILE", "FORMAT",
            "FORMAT_VERSION"]
 
 PARAMS_FILE = "params.msgpack"
@@ -55,13 +53,22 @@ def _json_default(o):
     raise TypeError(f"object of type {type(o).__name__} is not JSON serialisable")
 
 
+def to_json(obj) -> str:
+    """``json.dumps`` with NumPy / JAX arrays and scalars, paths and configs converted."""
+    return json.dumps(obj, indent=2, default=_json_default)
+
+
 def _versions() -> dict:
+    from importlib import metadata
+
     import flax
     import optax
 
-    import nsjax
-
-    return {"nsjax": nsjax.__version__, "jax": jax.__version__, "flax": flax.__version__,
+    try:
+        version = metadata.version("nsjax")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        version = None
+    return {"nsjax": version, "jax": jax.__version__, "flax": flax.__version__,
             "optax": optax.__version__, "numpy": np.__version__}
 
 
@@ -213,47 +220,3 @@ def restore(directory: str | os.PathLike, model: nn.Module | None = None):
     variables = serialization.from_state_dict(template, state)
     variables = jax.tree_util.tree_map(jnp.asarray, variables)
     return model, variables, meta
-
-
-def train_or_restore(directory: str | os.PathLike, model: nn.Module, config, train_ds, *,
-                     log: Callable[[str], None] | None = None):
-    """A checkpoint used as a cache of :func:`nsjax.training.train`.
-
-    Restores ``directory`` if it holds ``model`` trained with ``config`` on the same data
-    (same ``train_ds.source`` and size); otherwise trains, saves there and returns that.
-
-    Args:
-      directory: checkpoint directory (created if missing).
-      model, config: the model and its :class:`nsjax.training.TrainConfig`.
-      train_ds: an :class:`nsjax.data.Dataset` (``images``, ``labels``, ``source``).
-      log: called with one progress line per step (``None``: silent, no progress bars).
-
-    Returns:
-      ``(variables, train_seconds, reused)``.
-    """
-    from nsjax import _train
-
-    say = log or (lambda msg: None)
-    directory = Path(directory)
-    if directory.exists():
-        try:
-            _, variables, meta = restore(directory, model)
-            metrics = meta.get("metrics") or {}
-            if (meta.get("config") == config.to_dict()
-                    and metrics.get("train_source") == train_ds.source
-                    and metrics.get("n_train") == len(train_ds)):
-                say(f"reusing checkpoint {directory}")
-                return variables, metrics.get("train_seconds"), True
-            say(f"checkpoint {directory} was trained differently; retraining")
-        except (ValueError, FileNotFoundError) as err:
-            say(f"cannot reuse {directory} ({err}); retraining")
-    say(f"training {directory.name}: {type(model).__name__}{getattr(model, 'arch', '')} on "
-        f"{len(train_ds)} images + {config.alpha}-rescaled copies, {config.epochs} epochs")
-    start = time.perf_counter()
-    variables, history = _train.train(model, train_ds.images, train_ds.labels, config,
-                                      progress=log is not None)
-    seconds = time.perf_counter() - start
-    save(directory, model, variables, config=config,
-         metrics={"train_seconds": seconds, "train_source": train_ds.source,
-                  "n_train": len(train_ds), "history": history})
-    return variables, seconds, False

@@ -1,7 +1,8 @@
-"""The ``nsjax`` command line: a thin shell over the library.
+"""The ``nsjax`` command line: a thin shell over :mod:`nsjax.experiments`.
 
-Each subcommand parses its flags, calls library functions, prints a short report and
-(where it makes files) where they are.
+Each subcommand maps its flags to one experiment function and prints one summary.  A
+dataset that is not present is reported as not run (exit 0); bad arguments exit 2 with a
+one-line message; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import sys
 
 from nsjax import _cli_beyond, _cli_conv, _cli_train
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+_DATASETS = ("mnist", "fashion_mnist", "emnist_balanced", "cifar10")
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -26,66 +29,44 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _cmd_nullspace(args: argparse.Namespace) -> int:
-    import jax
+    from nsjax.experiments.nullspace import nullspace_summary, run_nullspace
 
-    import nsjax
+    r = run_nullspace(args.arch, activation=args.activation, seed=args.seed,
+                      input_shape=args.input_shape, rtol=args.rtol, probes=args.probes)
+    print(json.dumps(r, indent=2) if args.json else nullspace_summary(r))
+    return 0 if r["invariance_passed"] in (None, True) else 1
 
-    arch = nsjax.parse_arch(args.arch)
-    model = nsjax.FCNN(arch, activation=args.activation)
-    input_shape = args.input_shape or (arch[0],)
-    params = nsjax.init_params(model, jax.random.key(args.seed), input_shape)
-    ns = nsjax.null_space_of(model, params, input_shape, rtol=args.rtol)
-    res = None
-    if ns.dim:
-        res = nsjax.check_invariance(lambda x: model.apply(params, x), ns,
-                                     jax.random.key(args.seed + 1), n_probes=args.probes)
-    report = {
-        "arch": list(arch),
-        "activation": args.activation,
-        "seed": args.seed,
-        "input_shape": list(input_shape),
-        "rank": ns.rank,
-        "null_space_dim": ns.dim,
-        "rank_tolerance": float(ns.tol),
-        "invariance_max_rel_error": None if res is None else res.max_rel_error,
-        "invariance_by_scale": None if res is None else res.by_scale(),
-        "non_null_control_fraction": None if res is None else res.control_fraction,
-        "invariance_passed": None if res is None else res.passed,
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
+
+def _cmd_stego(args: argparse.Namespace) -> int:
+    from nsjax.experiments import run_demo, run_stego
+
+    common = dict(n_pairs=args.pairs, epochs=args.epochs, seed=args.seed, alpha1=args.alpha1,
+                  limit=args.limit, test_limit=args.test_limit, quiet=args.quiet)
+    if args.command == "demo":
+        r = run_demo(args.out, data_dir=args.data_dir, source=args.source, **common)
     else:
-        print(f"FCNN {arch} ({args.activation}), seed {args.seed}, input {input_shape}")
-        print(f"  first layer W1: {arch[1]} x {arch[0]}, rank {ns.rank} "
-              f"(tolerance {float(ns.tol):.3e})")
-        print(f"  null space dim: {ns.dim}   (paper: n0 - n1 = {arch[0] - arch[1]} "
-              "for full-rank W1)")
-        if res is not None:
-            print(f"  invariance f(x + a v) = f(x): {res.summary()}")
-    return 0 if res is None or res.passed else 1
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from nsjax._demo import run_demo
-
-    report = run_demo(args.out, data_dir=args.data_dir, source=args.source, n_pairs=args.pairs,
-                      epochs=args.epochs, seed=args.seed, alpha1=args.alpha1, quiet=args.quiet)
-    s = report["stego"]
-    print(f"null space dim {report['null_space_dim']}, train accuracy "
-          f"{100 * report['accuracy']:.2f}% (rescaled {100 * report['accuracy_rescaled']:.2f}%), "
-          f"stego success {100 * s['success_rate']:.2f}% over {s['n_pairs']} pairs")
-    print(f"report: {args.out}/report.md  {args.out}/report.json  figures: {args.out}/figures/")
+        r = run_stego(args.dataset, args.out, data_dir=args.data_dir, source=args.source,
+                      cover_dataset=args.cover_dataset, **common)
+    s = r["stego"]
+    print(f"{r['dataset']}: null space dim {r['null_space_dim']}, train accuracy "
+          f"{100 * r['accuracy']:.2f}% (rescaled {100 * r['accuracy_rescaled']:.2f}%), "
+          f"stego success {100 * s['success_rate']:.2f}% over {s['n_pairs']} pairs; "
+          f"report: {args.out}/report.md")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nsjax",
-        description="Null spaces of neural networks and null-space image steganography (JAX).",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def _cmd_cnn_stego(args: argparse.Namespace) -> int:
+    from nsjax.experiments import run_cnn_stego
 
+    r = run_cnn_stego(args.out, data_dir=args.data_dir, source=args.source, epochs=args.epochs,
+                      n_pairs=args.pairs, seed=args.seed, limit=args.limit,
+                      test_limit=args.test_limit, quiet=args.quiet)
+    dims = ", ".join(f"{k} {m['null_space_dim']}" for k, m in r["models"].items())
+    print(f"cnn-stego: null dims {dims}; report: {args.out}/report.md")
+    return 0
+
+
+def _add_nullspace(sub) -> None:
     p = sub.add_parser("nullspace", help="null space of a randomly initialised FCNN",
                        description="Build an FCNN from a spec, initialise it from a seed, and "
                        "print the rank of W1, the null-space dimension and the invariance error.")
@@ -101,23 +82,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=_cmd_nullspace)
 
+
+def _data_flags(p: argparse.ArgumentParser, *, source: str, out: str, pairs: int) -> None:
+    p.add_argument("--out", default=out, help="output folder (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default: NSJAX_DATA_DIR, "
+                   "then the places nsjax.data.load tries)")
+    p.add_argument("--source", default=source,
+                   help="data source: embedded, files, system, tfds, auto (default: %(default)s)")
+    p.add_argument("--pairs", type=int, default=pairs, help="cover/hidden pairs "
+                   "(default %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: recipe)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use the first N training images")
+    p.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_stego(sub) -> None:
     p = sub.add_parser("demo", help="the main job: null-space steganography on real MNIST",
                        description="Train (or reuse) the paper's (784, 32, 16, 10) ReLU net, "
                        "compute its null space, check the invariant, hide images in >= 1,000 "
                        "cover/hidden pairs and write report.json, report.md and figures.")
-    p.add_argument("--out", default="results/demo", help="output folder (default: %(default)s)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with MNIST files (default: the sample embedded in nsjax)")
-    p.add_argument("--source", default="embedded",
-                   help="data source: embedded, files, system, tfds, auto (default: %(default)s"
-                   "; files when --data-dir is given)")
-    p.add_argument("--pairs", type=int, default=1000, help="cover/hidden pairs (default 1000)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: recipe)")
-    p.add_argument("--seed", type=int, default=0)
+    _data_flags(p, source="embedded", out="results/demo", pairs=1000)
     p.add_argument("--alpha1", type=float, default=0.2, help="hidden weight (paper: 0.2)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_stego, experiment="demo")
+    p = sub.add_parser("stego", help="the paper's steganography experiment on one dataset",
+                       description="As demo, for any dataset, with the paper's numbers beside "
+                       "ours; a dataset that is not present is reported as not run.")
+    p.add_argument("--dataset", default="mnist", choices=_DATASETS)
+    p.add_argument("--cover-dataset", default=None, choices=_DATASETS,
+                   help="also hide in covers from this dataset (same image shape)")
+    _data_flags(p, source="auto", out="results/stego", pairs=10000)
+    p.add_argument("--alpha1", type=float, default=0.2, help="hidden weight (paper: 0.2)")
+    p.set_defaults(func=_cmd_stego, experiment="stego")
+    p = sub.add_parser("cnn-stego", help="steganography on VALID / patch / SAME CNNs",
+                       description="Train three CNNs on MNIST and hide images in each null "
+                       "space (SAME has none).")
+    _data_flags(p, source="embedded", out="results/stego_cnn", pairs=1000)
+    p.set_defaults(func=_cmd_cnn_stego, experiment="cnn_stego", epochs=20)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nsjax",
+        description="Null spaces of neural networks and null-space image steganography (JAX).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_nullspace(sub)
+    _add_stego(sub)
     _cli_train.add_parser(sub)
     _cli_conv.add_parser(sub)
     _cli_beyond.add_parser(sub)
@@ -125,13 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``nsjax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from nsjax import _data
+    from nsjax.experiments import not_run
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except _data.DatasetNotFoundError as err:
+        if getattr(args, "experiment", None) is None:
+            print(f"nsjax {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        not_run(args.out, args.experiment, err)
+        print(f"nsjax {args.command}: not run: {str(err).splitlines()[0]}")
+        return 0
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"nsjax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"nsjax {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

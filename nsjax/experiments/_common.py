@@ -6,8 +6,6 @@ define none of their own.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import tempfile
 import time
@@ -93,8 +91,7 @@ def write_report(out: str | os.PathLike, report: dict[str, Any], markdown: str) 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "report.json",
-                 json.dumps(report, indent=2, default=_checkpoint._json_default))
+    _atomic_text(out / "report.json", _checkpoint.to_json(report))
     _atomic_text(out / "report.md", markdown)
     return out / "report.md"
 
@@ -133,13 +130,42 @@ def config_for(dataset: str, *, epochs: int | None = None, seed: int = 0,
 
 def train_or_restore(out: str | os.PathLike, name: str, model, config, train_ds,
                      progress: Progress):
-    """Train ``model`` or reuse ``out/checkpoints/name`` when it holds the same training.
+    """A checkpoint ``out/checkpoints/name`` used as a cache of :func:`nsjax.training.train`.
 
-    Returns ``(variables, train_seconds, reused)``.
+    Restores it if it holds ``model`` trained with ``config`` on the same data
+    (same ``train_ds.source`` and size); otherwise trains, saves there and returns that.
+
+    Args:
+      out, name: the checkpoint directory is ``out/checkpoints/name`` (created if missing).
+      model, config: the model and its :class:`nsjax.training.TrainConfig`.
+      train_ds: an :class:`nsjax.data.Dataset` (``images``, ``labels``, ``source``).
+      progress: prints one line per step (quiet: silent, no progress bars).
+
+    Returns:
+      ``(variables, train_seconds, reused)``.
     """
-    return _checkpoint.train_or_restore(Path(out) / "checkpoints" / name, model, config,
-                                        train_ds, log=progress.log)
-
-
-def n_inputs(shape) -> int:
-    return math.prod(shape)
+    log = progress.log
+    say = log or (lambda msg: None)
+    directory = Path(out) / "checkpoints" / name
+    if directory.exists():
+        try:
+            _, variables, meta = _checkpoint.restore(directory, model)
+            metrics = meta.get("metrics") or {}
+            if (meta.get("config") == config.to_dict()
+                    and metrics.get("train_source") == train_ds.source
+                    and metrics.get("n_train") == len(train_ds)):
+                say(f"reusing checkpoint {directory}")
+                return variables, metrics.get("train_seconds"), True
+            say(f"checkpoint {directory} was trained differently; retraining")
+        except (ValueError, FileNotFoundError) as err:
+            say(f"cannot reuse {directory} ({err}); retraining")
+    say(f"training {directory.name}: {type(model).__name__}{getattr(model, 'arch', '')} on "
+        f"{len(train_ds)} images + {config.alpha}-rescaled copies, {config.epochs} epochs")
+    start = time.perf_counter()
+    variables, history = _train.train(model, train_ds.images, train_ds.labels, config,
+                                      progress=log is not None)
+    seconds = time.perf_counter() - start
+    _checkpoint.save(directory, model, variables, config=config,
+                     metrics={"train_seconds": seconds, "train_source": train_ds.source,
+                              "n_train": len(train_ds), "history": history})
+    return variables, seconds, False
