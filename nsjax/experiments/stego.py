@@ -112,24 +112,12 @@ def run_stego(
     ns, ns_b = (null_space_of(model, v, tr.input_shape) for v in (var_a, var_b))
     r.update(_null_space_entries(model, var_a, ns, ns_b, seed, progress))
     r.update(_figures_of_merit(model, var_a, tr, te, alpha1, progress))
-    keep_test = filtered_set(model, var_a, te.images, te.labels, alpha1=alpha1)["mask"]
-    sets = {"test": (te.images[keep_test], te.labels[keep_test]),
-            "train_filtered": (tr.images[r["filtered_train"]["mask"]],
-                               tr.labels[r["filtered_train"]["mask"]])}
-    r["n_filtered_test"] = int(keep_test.sum())
     f = jax.jit(lambda x: model.apply(var_a, x))
-    results = {}
-    for i, (name, (x, y)) in enumerate(sets.items()):
-        results[name] = stego_pairs(f, ns, x, y, x, y, n_pairs=n_pairs, alpha1=alpha1,
-                                    key=jax.random.key(seed + 20 + i))
-        progress(f"stego, pairs from the filtered {name.replace('_filtered', '')} images: "
-                 f"{_stego_line(results[name].summary)}")
-    r["stego"] = results["test"].summary
-    r["stego_train_filtered"] = results["train_filtered"].summary
-    r["stego_foreign_covers"] = _foreign_covers(cover_dataset, te, sets["test"], f, ns, n_pairs,
+    test_set, test_res = _stego_runs(r, f, model, var_a, ns, tr, te, n_pairs, progress)
+    r["stego_foreign_covers"] = _foreign_covers(cover_dataset, te, test_set, f, ns, n_pairs,
                                                 alpha1, seed, data_dir, source, progress)
     r["filtered_train"] = {k: v for k, v in r["filtered_train"].items() if k != "mask"}
-    r["figures"] = _figures(out, f, sets["test"], results["test"], ns, ns_b, te, r, seed)
+    r["figures"] = _figures(out, f, test_set, test_res, ns, ns_b, te, r, seed)
     r["paper"] = {k: v._asdict() for k, v in paper.paper_values(dataset).items()}
     r["wall_seconds"] = progress.seconds()
     write_report(out, r, _markdown(r))
@@ -175,6 +163,27 @@ def _figures_of_merit(model, variables, tr, te, alpha1: float, progress: Progres
              f"{pct(kept['mean_confidence'])} / {pct(kept['mean_confidence_rescaled'])}")
     return {"accuracy": ev_train["accuracy"], "accuracy_rescaled": ev_train["accuracy_rescaled"],
             "train_eval": ev_train, "test_eval": ev_test, "filtered_train": kept}
+
+
+def _stego_runs(r: dict, f, model, variables, ns, tr, te, n_pairs: int, progress: Progress):
+    """Stego over pairs from the filtered test images and from the filtered training set
+    (``r["filtered_train"]["mask"]``); fills ``r`` and returns the test images used and
+    their :class:`~nsjax.experiments._pipeline.StegoPairs`."""
+    alpha1, seed = r["alpha1"], r["seed"]
+    keep_test = filtered_set(model, variables, te.images, te.labels, alpha1=alpha1)["mask"]
+    keep_train = r["filtered_train"]["mask"]
+    r["n_filtered_test"] = int(keep_test.sum())
+    sets = {"test": (te.images[keep_test], te.labels[keep_test]),
+            "train_filtered": (tr.images[keep_train], tr.labels[keep_train])}
+    results = {}
+    for i, (name, (x, y)) in enumerate(sets.items()):
+        results[name] = stego_pairs(f, ns, x, y, x, y, n_pairs=n_pairs, alpha1=alpha1,
+                                    key=jax.random.key(seed + 20 + i))
+        progress(f"stego, pairs from the filtered {name.replace('_filtered', '')} images: "
+                 f"{_stego_line(results[name].summary)}")
+    r["stego"] = results["test"].summary
+    r["stego_train_filtered"] = results["train_filtered"].summary
+    return sets["test"], results["test"]
 
 
 def _stego_line(s: dict) -> str:
