@@ -11,8 +11,8 @@ Sources
 1. ``files``: the publishers' own files (gzipped IDX for the MNIST family, the python-pickle
    ``cifar-10-batches-py`` for CIFAR-10) under the ``data_dir`` argument, else under
    ``$NSJAX_DATA_DIR``. First because it is what the user pointed at explicitly, it is the
-   canonical format with nothing in between, it reads fastest (~1 s for all of MNIST) and
-   needs no optional dependency.
+   canonical format with nothing in between, it reads fastest and needs no optional
+   dependency.
 2. ``system``: the Debian/Ubuntu package ``dataset-fashion-mnist``, which installs the
    original files under ``/usr/share/datasets/fashion-mnist`` (:data:`SYSTEM_ROOT`);
    fashion_mnist only. Same format and reader as ``files``, installed by the system rather
@@ -22,8 +22,7 @@ Sources
    ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``. Only tried when such a prepared
    folder exists: ``auto`` never imports tfds otherwise and never downloads
    (``download=False``), so it fails fast offline instead of retrying the network. Third
-   because it is slower (per-record PNG decoding, ~7 s for MNIST train) and tfds shuffles
-   the record order.
+   because it is slower (per-record PNG decoding) and tfds shuffles the record order.
 4. ``embedded``: a real MNIST sample shipped inside the package (first 10,000 training and
    2,000 test images; see ``nsjax/_embedded/README.md``); mnist only. Last because it is
    only a sample: it makes the package work offline right after ``pip install``, and a

@@ -9,8 +9,7 @@ The paper shows examples; here every number comes from whole sets of pairs:
   with the network evaluated in the images' dtype (float32: what a deployment sees);
 * ``agreement_max_abs_float64_eval``: the same with the network evaluated in float64 on the
   same images (``jax.enable_x64``), which isolates the construction error of ``S`` from the
-  float32 forward pass.  The float32 pass alone errs by ``~eps * sum |W1||S|`` amplified by
-  the net: on the full-MNIST net ~1.6e-5 even for a correctly rounded ``S``;
+  float32 forward pass (which alone errs by ``~eps * sum |W1||S|``, amplified by the net);
 * ``confidence_mean``: mean of ``max softmax f(S)``;
 * ``alpha2_*``: distribution of the chosen cover weights;
 * ``psnr_cover_mean`` / ``ssim_cover_mean``: ``S`` against the cover ``C``;

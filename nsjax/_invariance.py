@@ -17,9 +17,8 @@ lies exactly in the null space.  So the best achievable error is a small multipl
 We report ``rel_error`` and ``ulps = rel_error / (eps * (||x|| + |a| ||v||) / ||x||)``, the
 error in units of that floor; a check passes when ``ulps <= K`` (default ``K = 64``: a
 forward pass through a few layers of width <= 1000 loses up to ~20 units here; a vector
-*outside* the null space gives ``ulps`` of order ``1 / eps``).  In float32, ``|a| = 1e3`` and
-unit ``v`` on 28x28 inputs this floor is ``~7.5e-6`` and measured errors are ``~1e-4``;
-for ``|a| <= 100`` they stay ``<= 1e-5``; in float64 they are ``~1e-13``.
+*outside* the null space gives ``ulps`` of order ``1 / eps``).  Measured errors by scale:
+``docs/results/library.md``.
 
 The null vectors are projected twice (``P(P g)``, "twice is enough"): one projection leaves
 a row-space residual of ``~eps * ||g||`` that ``a = 1e3`` would amplify.
