@@ -1,6 +1,5 @@
 """Training, evaluation and the ``nsjax train`` command on a few thousand real MNIST images."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -187,11 +186,11 @@ def test_bad_inputs():
 
 
 def test_cli_flags_override_the_dataset_recipe():
-    from nsjax._cli_train import add_parser, config_from_args
+    from nsjax._cli_train import config_from_args
     from nsjax._train import recipe
+    from nsjax.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="nsjax")
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
 
     def cfg(*flags):
         return config_from_args(parser.parse_args(["train", "--out", "x", *flags]))
@@ -205,10 +204,9 @@ def test_cli_flags_override_the_dataset_recipe():
 
 @needs_mnist
 def test_cli_train_writes_checkpoint_and_metrics(tmp_path, capsys):
-    from nsjax._cli_train import add_parser
+    from nsjax.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="nsjax")
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = tmp_path / "run"
     args = parser.parse_args(["train", "--dataset", "mnist", "--epochs", "1", "--limit", "600",
                               "--batch-size", "50", "--data-dir", str(MNIST), "--out", str(out),
