@@ -116,13 +116,19 @@ def load_splits(dataset: str, data_dir=None, source: str = "auto", *,
     return tr, te
 
 
+_KEEP = object()
+
+
 def config_for(dataset: str, *, epochs: int | None = None, seed: int = 0,
-               alpha: float | None = 0.2, **changes) -> _train.TrainConfig:
+               alpha: float | None = _KEEP, **changes) -> _train.TrainConfig:
     """``nsjax.training.recipe(dataset)`` with the overrides experiments take.
 
-    ``epochs=None`` keeps the recipe's; every other keyword replaces the recipe's value.
+    ``epochs=None`` and an omitted ``alpha`` keep the recipe's; ``alpha=None`` turns the
+    rescaled copies off; every other keyword replaces the recipe's value.
     """
-    changes = {"seed": seed, "alpha": alpha, **changes}
+    changes = {"seed": seed, **changes}
+    if alpha is not _KEEP:
+        changes["alpha"] = alpha
     if epochs is not None:
         changes["epochs"] = epochs
     return _train.recipe(dataset, **changes)

@@ -21,6 +21,7 @@ from nsjax.experiments import paper
 from nsjax.experiments._common import (
     DatasetNotFoundError,
     _atomic_text,
+    config_for,
     load_splits,
     pct,
     prepare_out,
@@ -170,10 +171,9 @@ def run_train_paper(out_dir, *, data_dir=None, datasets=("mnist", "fashion_mnist
     out = prepare_out(out_dir)
     results = {}
     for name in [d.strip() for d in datasets if d.strip()]:
-        changes = {"seed": seed} if epochs is None else {"seed": seed, "epochs": epochs}
         try:
             results[name] = train_and_evaluate(
-                name, DEFAULT_ARCH, _train.recipe(name, **changes), data_dir=data_dir,
+                name, DEFAULT_ARCH, config_for(name, epochs=epochs, seed=seed), data_dir=data_dir,
                 out_dir=out / name, source=source, limit=limit, progress=progress)
         except DatasetNotFoundError as err:
             results[name] = {"not_run": str(err)}
