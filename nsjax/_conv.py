@@ -991,7 +991,7 @@ class ExactRankTooLarge(ValueError):
     """The integer matrix of :func:`exact_conv_rank` would exceed its entry limit."""
 
 
-_EXACT_MAX_ENTRIES = 2**24  # int64 (P min(cout, T), covered pixels) matrix: 128 MB
+_EXACT_MAX_ENTRIES = 2**23  # int64 (P min(cout, T), covered pixels) matrix: 64 MB
 
 
 def _exact_rank(g: _Geometry, kmat: np.ndarray, prime: int = _PRIME,
@@ -1039,7 +1039,8 @@ def exact_conv_rank(kernel, input_shape, *, strides=1, padding="VALID", dilation
 
     The elimination runs on an ``(P min(cout, T), n_c)`` int64 matrix (``P`` output
     positions, ``T`` taps, ``n_c`` pixels read by some window; the kernel bank is reduced
-    mod p first); above ``max_entries`` entries (default ``2^24``, 128 MB) it raises
+    mod p first); above ``max_entries`` entries (default ``2^23``, 64 MB: any 28x28x1 bank
+    of 3x3 kernels fits, a 32x32x3 bank of 6 does not) it raises
     :class:`ExactRankTooLarge` instead (``None``: no limit).  Time ``O(m n_c b)`` for band
     width ``b``: see ``docs/results/conv.md`` for measured costs.
     """
