@@ -1,4 +1,7 @@
-"""``nsjax conv-nullspace``: flags only; the work is :func:`nsjax.experiments.conv.run_conv_nullspace`.
+"""``nsjax conv-nullspace``: flags only; the work is ``run_conv_nullspace``.
+
+:func:`nsjax.experiments.conv.run_conv_nullspace` builds the report,
+:func:`nsjax.experiments.conv.summary` prints it.
 
 Register with ``nsjax._cli_conv.add_parser(subparsers)``.
 """

@@ -50,11 +50,7 @@ picks ``"patch"`` when it applies, else ``"gram"``, else ``"svd"`` when the tole
     large cases) the banded Jordan-Wielandt matrix ``[[0, C'], [C'^T, 0]]`` (eigenvalues
     ``+-sigma``, reverse Cuthill-McKee ordering) gives the same accuracy without forming it.
 
-Measured (2 shared CPU cores, ``scripts/conv_nullspace.py``): CIFAR-10 first layers
-(32x32x3, 32 or 64 3x3 kernels, VALID or SAME) 1.1-1.2 s; 28x28x1 with six kernels 0.04 s
-(the dense ``jacfwd`` + float32 SVD route: 0.3 s unloaded, 20 s on busy cores); 224x224x3
-ViT patch embedding (16x16, width 384) 0.08 s, nullity 75,264, row basis 1.1 MB instead of
-a 42 GB dense null basis, projection of 4 images 0.01 s.
+Measured costs and results: ``docs/results/conv.md``.
 
 Rank tolerance (the one rule of :mod:`nsjax._nullspace`)::
 
@@ -75,35 +71,20 @@ floor, the rank is not decided from the Gram: ``"auto"`` then switches to the SV
 raises if ``C`` is too large to form); a well-conditioned ``C`` is still decided from the
 Gram (CIFAR, 64 kernels, float64 rule: 3 s).
 
-What the numbers say (random LeCun-normal 3x3 kernels, 28x28x1; ``scripts/conv_nullspace.py``)
-----------------------------------------------------------------------------------------------
-* VALID, one kernel: nullity ``n - m = 784 - 676 = 108`` -- for EVERY nonzero kernel, not
-  just almost every: ``C^T y`` is the full convolution of ``y`` with the kernel, a product of
-  two nonzero polynomials, never 0.  Also ``C C^T`` is the finite section of the Toeplitz
-  operator with the nonnegative symbol ``|a|^2``, so ``sigma_min(C) >= min |a|`` on the torus:
-  numerically robust (200/200 kernels 108 at the float32 and float64 rules and exactly).  The
-  paper's "109-dimensional" is a slip.
-* VALID, two kernels: nullity ``2 (k-1)^2`` (8 for 3x3), independent of the image size -- the
-  common zeros ``(z, w)`` of the two kernel polynomials (Bernstein-Kushnirenko count) give the
-  exact null vectors ``x[i, j] = z^i w^j``; three or more generic kernels: 0.
-* SAME, one kernel: Lemma B.1 holds exactly (200/200 kernels invertible over GF(p), see
-  :func:`exact_conv_rank`) but not numerically.  The operator is a finite section of a
-  2-level Toeplitz operator; when a partial symbol ``z -> a(z, w)`` (``|w| = 1``) winds
-  around 0 (the kernel's polynomial along one axis has more or fewer roots inside the unit
-  circle than the padding offset) the half-plane operator has a kernel (Fredholm index != 0)
-  and the finite sections have singular values decaying like ``rho^N`` (measured
-  ``sigma_min / sigma_max`` of one kernel: 1e-5, 1e-10, 1e-16 at N = 8, 16, 28), with singular
-  vectors living on the image border (98% of their energy in the 3-pixel border).  Float32
-  and float64 SVDs agree on them: genuine, not rounding.  Only 14% of kernels are full rank at
-  the float32 rule (nullities 1..29), 82% at the float64 rule, and no tolerance gives 100%
-  (some ``sigma_min`` are below ``1e-17 sigma_max``).  A kernel with all partial windings zero
-  (e.g. centre-dominant, ``|k_c| > sum |k_other|``, where ``sigma_min >= |k_c| - sum
-  |k_other|``) is full rank at any size.
-* Consequence for invariance: the float32-rule near-null directions of a SAME layer have
-  ``sigma`` up to ``tol`` (~8e-5 sigma_max) and FAIL :func:`nsjax.check_invariance` at
-  ``|a| >= 10`` (error grows like ``|a| sigma``); those of the float64 rule pass.  For SAME
-  layers pass ``rtol=nsjax.default_rtol((m, n), jnp.float64)`` when the null space must be
-  invariant at large scales (affordable: ``"auto"`` then uses the float64 SVD).
+Exact ranks
+-----------
+A float kernel is an exact dyadic rational, so the rank of ``C`` for the kernel as stored is
+a well-defined integer: :func:`exact_conv_rank` computes it over GF(p) (certifying full
+rank), and ``conv_null_space(..., rank="exact")`` uses it as the static rank of the SVD
+basis.  This matters for SAME padding: the operator is a finite section of a 2-level
+Toeplitz operator, and when a partial symbol ``z -> a(z, w)`` (``|w| = 1``) winds around 0
+its singular values decay like ``rho^N`` -- genuinely small, not rounding -- so a kernel
+that is exactly invertible (Lemma B.1) can have many singular values below the float32
+rule.  Those near-null directions are not invariant at large scales (``f(x + a v)``
+changes like ``|a| sigma``).  VALID with one kernel is full row rank for EVERY nonzero
+kernel (``C^T y`` is a product of two nonzero polynomials); two generic ``k x k`` VALID
+kernels share ``2 (k-1)^2`` null directions ``x[i, j] = z^i w^j`` at their common zeros
+(Bernstein-Kushnirenko), independent of the image size.
 """
 
 from __future__ import annotations

@@ -340,7 +340,7 @@ def _md_table(res: dict) -> list[str]:
 def _md_same(res: dict) -> list[str]:
     s = res["same_padding"]
     t = s["trials_28x28"]
-    L += ["## SAME padding (28x28x1, one 3x3 kernel)", ""]
+    L = ["## SAME padding (28x28x1, one 3x3 kernel)", ""]
     for pad in ("VALID", "SAME"):
         d = t[pad]
         L.append(f"* {pad}, {d['trials']} random kernels: numerically full rank at the float32 "
