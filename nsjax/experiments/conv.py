@@ -151,16 +151,19 @@ def generic_nullity(input_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
 
     The generic rank is the largest rank over all kernels; a random integer kernel attains
     it with probability ~1, and its exact rank over GF(p) is a lower bound on it.  So this
-    is ``n - exact_conv_rank(random integer kernel)`` (cached per arguments).  No closed
-    form covers all cases: for VALID, stride 1, one channel, ``c`` kernels ``k1 x k2`` on a
-    large enough image it is ``n - Ho Wo`` (c = 1), ``2 (k1-1)(k2-1)`` (c = 2: the common zeros of two generic
-    kernel polynomials, Bernstein-Kushnirenko, give null vectors ``x[i, j] = z^i w^j``;
-    8 for 3x3, independent of the image size) and 0 (c >= 3), but small images differ
-    (3x3, c = 3 on 5x5: 1).  Above the size limit of :func:`nsjax.exact_conv_rank`: the
-    number of singular values (banded float64 Gram) above ``10 sqrt(max(m, n) eps64)
-    sigma_max`` -- certainly nonzero, so a lower bound on the kernel's rank -- if it meets
-    the upper bound ``min(n_c, P min(cout, T))`` (pixels read, positions times independent
-    filters), else ``None`` (not decided).
+    is ``n - exact_conv_rank(random integer kernel)`` (cached per arguments).
+
+    No closed form covers all cases.  For VALID, stride 1, one channel, ``c`` kernels
+    ``k1 x k2`` on a large enough image it is ``n - Ho Wo`` (c = 1), ``2 (k1-1)(k2-1)``
+    (c = 2: the common zeros of two generic kernel polynomials, Bernstein-Kushnirenko,
+    give null vectors ``x[i, j] = z^i w^j``; 8 for 3x3 at any image size) and 0 (c >= 3);
+    small images differ (3x3, c = 3 on 5x5: 1).
+
+    Above the size limit of :func:`nsjax.exact_conv_rank`: the number of singular values
+    (banded float64 Gram) above ``10 sqrt(max(m, n) eps64) sigma_max`` -- certainly
+    nonzero, so a lower bound on the kernel's rank -- if it meets the upper bound
+    ``min(n_c, P min(cout, T))`` (pixels read, positions times independent filters), else
+    ``None`` (not decided).
     """
     rng = np.random.default_rng(seed)
     k = rng.integers(-1024, 1025, kernel_shape).astype(np.float64)  # exact integers
