@@ -30,15 +30,12 @@ cast (exactly) to float64 and ``f`` is differentiated inside ``jax.enable_x64(Tr
 every row of the stack lies, in exact arithmetic, in the row space of ``W1``; computed in
 float32 each row also carries rounding components of relative size ~``eps32 = 1.2e-7`` in
 *every* direction of ``R^n``.  Stacking hundreds of rows turns those into a floor of singular
-values ~1e-8 ``sigma_max`` outside the true row space (measured: 1.1e-8 on a trained
-(784, 32, 16, 10) net), and the float32 rule's tolerance ``max(p m, n) eps32`` ~2e-4 sits
-between that floor and the genuine small singular values with only ~1-4 decades on each side
-(2e-2 on that net; ~2e-3 for the VALID CNNs, smaller for worse-conditioned layers such as
-SAME convolutions, whose Toeplitz spectra decay).  In float64 the floor drops to ~1e-16
-``sigma_max`` (measured 1.7e-16 on the same net), so the rank is decided with ~10 decades of
-margin by the ONE rule of the package: :func:`nsjax.null_space` on the stacked matrix,
-``tol = max(atol, rtol sigma_max)``, ``rtol = max(p m, n) eps64`` (3.5e-13 for the default
-158 points on MNIST).
+values outside the true row space a few decades below ``sigma_max``, and the float32 rule's
+tolerance ``max(p m, n) eps32`` sits between that floor and the genuine small singular values
+with little margin on either side.  In float64 the floor drops to ~``eps64 sigma_max``, so the
+rank is decided with a wide margin by the ONE rule of the package: :func:`nsjax.null_space` on
+the stacked matrix, ``tol = max(atol, rtol sigma_max)``, ``rtol = max(p m, n) eps64``.
+(Measured floors and margins: ``docs/results/certify.md``.)
 
 Jacobians: ``jax.vmap`` over points of ``jax.jacrev`` (when the network has fewer outputs than
 inputs, ``m`` backward passes per point) or ``jax.jacfwd`` (``n`` tangents) -- both exact;
@@ -73,7 +70,6 @@ __all__ = [
     "plant_cancelling_pair",
     "dead_unit_dim",
     "first_layer_matrix",
-    "plot_spectrum",
 ]
 
 
@@ -392,37 +388,3 @@ def _dim64(a: np.ndarray) -> int:
     with jax.enable_x64(True):
         return int(null_space(jnp.asarray(a, jnp.float64)).dim)
 
-
-# --------------------------------------------------------------------------- figure
-
-
-def plot_spectrum(path, certificates: dict[str, Certificate], *, title: str = "",
-                  extra: dict[str, np.ndarray] | None = None):
-    """Singular values of the stacked Jacobians (log scale, relative to ``sigma_max``) with
-    each one's tolerance as a dashed line and the lower bound's rank ``n - lower`` marked.
-    ``extra``: more spectra ``{label: singular values}`` drawn in grey (e.g. a float32 stack).
-    """
-    from nsjax._plots import _save, plt  # Agg backend, the project's figure saver
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
-    for i, (name, c) in enumerate(certificates.items()):
-        s = np.asarray(c.singular_values, np.float64)
-        if not s.size or s[0] == 0:
-            continue
-        color = f"C{i}"
-        rel = np.maximum(s / s[0], 1e-300)
-        ax.semilogy(np.arange(1, s.size + 1), rel, ".", ms=2.5, color=color,
-                    label=f"{name}: lower {c.lower}, upper {c.upper}")
-        ax.axhline(c.tol / s[0], color=color, ls="--", lw=0.8)
-        ax.axvline(c.n - c.lower + 0.5, color=color, ls=":", lw=0.8)
-    for j, (name, s) in enumerate((extra or {}).items()):
-        s = np.asarray(s, np.float64)
-        ax.semilogy(np.arange(1, s.size + 1), np.maximum(s / s[0], 1e-300), "x", ms=2.0,
-                    color=str(0.45 + 0.2 * j), label=name)
-    ax.set_xlabel("index i")
-    ax.set_ylabel("sigma_i / sigma_max of the stacked Jacobian (float64)")
-    ax.set_title(title or "stacked Jacobian spectra; dashed: rank tolerance, "
-                 "dotted: rank of the first layer", fontsize=9)
-    ax.legend(fontsize=7, loc="center right")
-    fig.tight_layout()
-    return _save(fig, path)

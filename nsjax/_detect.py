@@ -47,7 +47,6 @@ __all__ = [
     "evaluate_detector",
     "StegoSet",
     "make_stego_set",
-    "plot_roc",
 ]
 
 STATISTICS = ("consistency", "gauss", "ratio", "perp")
@@ -302,26 +301,3 @@ def make_stego_set(ns: NullSpace, covers, cover_labels, hiddens, hidden_labels, 
     return StegoSet(np.concatenate(imgs), np.arange(cov.shape[0]), hidx, np.concatenate(a2s),
                     float(alpha1), int(ok.size))
 
-
-# --------------------------------------------------------------------------- figure
-
-
-def plot_roc(path, curves: dict[str, tuple[np.ndarray, np.ndarray, float]], *, title: str = "",
-             fpr_mark: float | None = 0.01):
-    """ROC curves ``{label: (fpr, tpr, auc)}``, log-scaled FPR axis, the target FPR marked."""
-    from nsjax._plots import _save, plt  # Agg backend, the project's figure saver
-
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
-    for label, (fpr, tpr, auc) in curves.items():
-        ax.plot(np.maximum(fpr, 1e-5), tpr, lw=1.2, label=f"{label} (AUC {auc:.4f})")
-    if fpr_mark:
-        ax.axvline(fpr_mark, color="k", ls=":", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1.0)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false-positive rate (clean test images)")
-    ax.set_ylabel("true-positive rate (stego test images)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return _save(fig, path)

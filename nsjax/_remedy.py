@@ -29,16 +29,7 @@ classified as the cover's class (~chance: the net ignores that space), and
 ``SSIM(S, alpha2 C)``.  :func:`remedy` trains the nets on the same
 data first.
 
-What we measured (``scripts/beyond_remedy.py``, MNIST, 10 epochs each, 1,000 pairs): the wide
-FCNN is NOT a remedy -- its exact null space is ``{0}``, but its first-layer spectrum has a
-few large singular values and a long tail (``sigma_rel`` ~0.3 at the attack boundary, shaped
-like the random initialisation's), and the rest of the network hardly uses that tail
-(``f(alpha2 C_hat)`` alone returns the cover's class at or below chance level: 4-11 %), so
-the first-layer attack still succeeds on 97 % of the pairs (the Jacobian attack on 95 %), at
-the price of noisier-looking stego images (SSIM(S, alpha2 C) 0.16-0.23 against 0.34).  The
-SAME CNN spreads its first-layer spectrum (``sigma_rel`` ~0.94): the first-layer attack fails
-completely (0 % success, ``f(S)`` is the cover's class for 99.8 %) and the Jacobian attack
-mostly fails (13 %).
+Measured results: ``docs/results/remedy.md``.
 """
 
 from __future__ import annotations
@@ -58,7 +49,7 @@ from nsjax._models import CNN, FCNN, input_shape_of
 from nsjax._nullspace import NullSpace, null_space
 
 __all__ = ["ATTACKS", "AttackSpace", "attack_space", "compare", "remedy", "TABLE_KEYS",
-           "VULNERABLE_ARCH", "REMEDY_ARCH", "default_models", "plot_first_layer_spectra"]
+           "VULNERABLE_ARCH", "REMEDY_ARCH", "default_models", "first_layer_spectra"]
 
 VULNERABLE_ARCH = (784, 32, 16, 10)
 REMEDY_ARCH = (784, 800, 16, 10)
@@ -292,25 +283,22 @@ def remedy(train_images, train_labels, test_images, test_labels, *, models=None,
     return out
 
 
-def plot_first_layer_spectra(path, entries: dict, target_dim: int, input_shape, *,
-                             title: str = ""):
-    """Singular values of each net's first-layer matrix (relative to ``sigma_max``, log
-    scale), with the boundary of the attacker's ``target_dim``-dimensional weakest space."""
-    from nsjax._plots import _save, plt  # Agg backend, the project's figure saver
 
+def first_layer_spectra(entries: dict, input_shape) -> dict[str, np.ndarray]:
+    """Singular values of each net's first-layer matrix (float64, descending).
+
+    Args:
+      entries: ``{name: (model, variables)}``.
+      input_shape: shape of one input, ``n = prod(input_shape)``.
+
+    Returns:
+      ``{"name: model": (n,) singular values}``, padded with zeros to ``n`` (a layer with
+      fewer outputs than inputs has at least ``n - outputs`` zero singular values); the
+      input of :func:`nsjax.plots.plot_first_layer_spectra`.
+    """
     n = math.prod(input_shape)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for i, (name, (model, variables)) in enumerate(entries.items()):
-        w = first_layer_matrix(model, variables, input_shape)
-        s = np.linalg.svd(w, compute_uv=False)
-        s = np.r_[s, np.zeros(max(0, n - s.size))]
-        ax.semilogy(np.arange(1, n + 1), np.maximum(s / s[0], 1e-17), ".", ms=2.5,
-                    color=f"C{i}", label=f"{name}: {_model_name(model)}")
-    ax.axvline(n - target_dim + 0.5, color="k", ls=":", lw=0.8,
-               label=f"right of this: the attacker's {target_dim} weakest directions")
-    ax.set_xlabel("index i")
-    ax.set_ylabel("sigma_i / sigma_max (first layer)")
-    ax.set_title(title or "first-layer spectra (exact zeros drawn at 1e-17)", fontsize=9)
-    ax.legend(fontsize=7, loc="center right")
-    fig.tight_layout()
-    return _save(fig, path)
+    out = {}
+    for name, (model, variables) in entries.items():
+        s = np.linalg.svd(first_layer_matrix(model, variables, input_shape), compute_uv=False)
+        out[f"{name}: {_model_name(model)}"] = np.r_[s, np.zeros(max(0, n - s.size))]
+    return out

@@ -6,7 +6,7 @@ OUT/figures/.
 
 import sys
 
-from nsjax._cli_beyond import script_main
+from nsjax.cli import main
 
 if __name__ == "__main__":
-    sys.exit(script_main("detect"))
+    sys.exit(main(["detect", *sys.argv[1:]]))

@@ -16,9 +16,9 @@ from nsjax._certify import (
     first_layer_matrix,
     plant_cancelling_pair,
     plant_dead_units,
-    plot_spectrum,
     stacked_jacobian,
 )
+from nsjax._plots import plot_spectrum
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST = DATA / "mnist"
@@ -145,5 +145,7 @@ def test_errors_and_plot(random_net, tmp_path):
     with pytest.raises(ValueError, match="units"):
         plant_dead_units(model, v, [40])
     c = certify(model, v, jax.random.key(0), 40)
-    p = plot_spectrum(tmp_path / "s.png", {"random": c}, extra={"again": c.singular_values})
-    assert p.is_file() and p.stat().st_size > 1000
+    spectra = {"random": {"singular_values": c.singular_values, "tol": c.tol, "n": c.n,
+                          "lower": c.lower, "upper": c.upper}}
+    p = plot_spectrum(tmp_path / "s.png", spectra, extra={"again": c.singular_values})
+    assert p.is_file() and p.stat().st_size > 1000 and p.with_suffix(".pdf").is_file()

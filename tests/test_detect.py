@@ -12,10 +12,10 @@ from nsjax._detect import (
     evaluate_detector,
     fit_detector,
     make_stego_set,
-    plot_roc,
     roc_auc,
     roc_curve,
 )
+from nsjax._plots import plot_roc
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST = DATA / "mnist"
@@ -112,4 +112,4 @@ def test_errors_and_plot(setup, tmp_path):
     rng = np.random.default_rng(0)
     fpr, tpr, _ = roc_curve(rng.normal(size=50), rng.normal(1, 1, 50))
     p = plot_roc(tmp_path / "roc.png", {"x": (fpr, tpr, 0.7)}, title="t")
-    assert p.is_file()
+    assert p.is_file() and p.with_suffix(".pdf").is_file()

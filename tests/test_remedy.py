@@ -84,16 +84,29 @@ def test_compare_errors(mnist):
 
 
 def test_cli_registers_beyond_commands(capsys):
-    from nsjax._cli_beyond import script_main
-    from nsjax.cli import build_parser
+    from nsjax.cli import build_parser, main
 
     parser = build_parser()
     for cmd in ("certify", "detect", "remedy"):
-        args = parser.parse_args([cmd, "--out", "x"])
+        args = parser.parse_args([cmd, "--out", "x", "--limit", "10", "--test-limit", "5"])
         assert callable(args.func) and args.out == "x"
+        assert (args.limit, args.test_limit) == (10, 5)
     args = parser.parse_args(["detect", "--alphas", "0.1,0.5", "--datasets", "mnist"])
     assert args.alphas == (0.1, 0.5) and args.datasets == ("mnist",)
     with pytest.raises(SystemExit) as e:
-        script_main("remedy", ["--help"])
+        main(["remedy", "--help"])
     assert e.value.code == 0
     assert "--no-cnn" in capsys.readouterr().out
+
+
+def test_first_layer_spectra():
+    from nsjax._remedy import first_layer_spectra
+
+    models = default_models((28, 28, 1), 10)
+    entries = {k: (m, nsjax.init_params(m, jax.random.key(0))) for k, m in models.items()}
+    spectra = first_layer_spectra(entries, (28, 28, 1))
+    s_vul = spectra["vulnerable: FCNN(784, 32, 16, 10)"]
+    s_wide = spectra["wide: FCNN(784, 800, 16, 10)"]
+    assert s_vul.shape == s_wide.shape == (784,)
+    assert np.all(s_vul[32:] == 0) and s_vul[31] > 0  # rank 32: 752 zeros
+    assert np.all(np.diff(s_wide) <= 0) and s_wide[-1] > 0
