@@ -39,7 +39,13 @@ from nsjax._invariance import (
 )
 from nsjax._metrics import psnr, ssim
 from nsjax._models import CNN, FCNN, from_spec, init_params, input_shape_of, parse_arch, spec
-from nsjax._nullspace import NonFiniteError, NullSpace, default_rtol, null_space
+from nsjax._nullspace import (
+    NonFiniteError,
+    NullSpace,
+    default_rtol,
+    null_space,
+    uses_cpu_kernel,
+)
 from nsjax._stego import DomainError, StegoResult, check_domain, max_alpha2, reveal, stego
 
 __version__ = "0.1.0"
@@ -96,4 +102,5 @@ __all__ = [
     "stacked_jacobian",
     "stego",
     "training",
+    "uses_cpu_kernel",
 ]

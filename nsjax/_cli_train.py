@@ -38,7 +38,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     m = train_and_evaluate(args.dataset, args.arch, config, data_dir=args.data_dir,
                            out_dir=args.out, source=args.source, limit=args.limit,
-                           activation=args.activation, progress=not args.no_progress)
+                           activation=args.activation, progress=not args.no_progress,
+                           overwrite=args.overwrite)
     if args.json:
         print(to_json({k: v for k, v in m.items() if k != "history"}))
         return 0
@@ -47,7 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{m['train_time_s']:.1f} s; train acc {pct(tr['accuracy'])} / x{tr['alpha']} "
           f"{pct(tr['accuracy_rescaled'])}, test acc {pct(te['accuracy'])}; filtered set "
           f"{kept['n']} images; null space dim {m['null_space_dim']} (rank W1 {m['rank']}); "
-          f"checkpoint + metrics.json in {args.out}")
+          f"checkpoint in {args.out}/checkpoint, metrics.json")
     return 0
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``nsjax train`` on an ``argparse`` subparsers object; returns the parser."""
@@ -93,6 +94,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="use only the first N images of each split (quick runs)")
     p.add_argument("--out", required=True, help="output directory (checkpoint + metrics.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint of another training in OUT/checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_cmd_train)

@@ -77,6 +77,11 @@ def test_params_that_do_not_fit(tmp_path):
     meta = json.loads((tmp_path / "meta.json").read_text())
     meta["params_sha256"] = hashlib.sha256(blob).hexdigest()
     (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="digest"):  # the descriptor changed too
+        _checkpoint.restore(tmp_path)
+    # a self-consistent checkpoint (digest recomputed) whose params do not fit its model
+    meta["digest"] = _checkpoint._digest(meta, blob)
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"shape mismatch.*Dense_0.*kernel"):
         _checkpoint.restore(tmp_path)
     with pytest.raises(ValueError, match="params"):

@@ -101,7 +101,7 @@ def test_train_and_evaluate_writes_checkpoint_and_metrics(tmp_path):
     assert m["null_space_dim"] == 752 and m["n_train"] == m["n_test"] == 1000
     assert json.loads((out / "metrics.json").read_text())["filtered_train"]["n"] == \
         m["filtered_train"]["n"]
-    model, variables, meta = checkpoint.restore(out)
+    model, variables, meta = checkpoint.restore(out / "checkpoint")
     assert meta["metrics"]["null_space_dim"] == 752
     assert meta["versions"]["jax"]
 

@@ -218,6 +218,6 @@ def test_cli_train_writes_checkpoint_and_metrics(tmp_path, capsys):
     assert len(metrics["history"]) == 1 and metrics["train_time_s"] > 0
     assert {"accuracy", "accuracy_rescaled", "mean_confidence_correct"} <= set(metrics["train"])
     assert metrics["config"]["epochs"] == 1 and metrics["config"]["alpha"] == 0.2
-    model, variables, meta = _checkpoint.restore(out)
+    model, variables, meta = _checkpoint.restore(out / "checkpoint")
     assert model == nsjax.FCNN(ARCH) and meta["metrics"]["null_space_dim"] == 752
     assert TrainConfig.from_dict(meta["config"]).batch_size == 50

@@ -6,6 +6,8 @@ define none of their own.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -14,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from nsjax import _checkpoint, _data, _train
+from nsjax._models import spec
 
 __all__ = ["Progress", "pct", "sci", "write_report", "not_run", "load_splits", "config_for",
-           "train_or_restore", "prepare_out", "DatasetNotFoundError"]
+           "train_or_restore", "training_key", "prepare_out", "DatasetNotFoundError"]
 
 DatasetNotFoundError = _data.DatasetNotFoundError
 
@@ -67,8 +70,9 @@ def _atomic_text(path: Path, text: str) -> None:
         raise
 
 
-def prepare_out(out_dir: str | os.PathLike) -> Path:
-    """Create ``out_dir`` (and ``figures/``) and check it is writable, before any work.
+def prepare_out(out_dir: str | os.PathLike, *, figures: bool = True) -> Path:
+    """Create ``out_dir`` (and ``figures/`` unless ``figures=False``) and check it is
+    writable, before any work.
 
     Raises:
       ValueError: ``out_dir`` is a file or cannot be written to.
@@ -77,7 +81,7 @@ def prepare_out(out_dir: str | os.PathLike) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"output location {out} exists and is not a directory")
     try:
-        (out / "figures").mkdir(parents=True, exist_ok=True)
+        (out / "figures" if figures else out).mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as err:
         raise ValueError(f"cannot write to output directory {out}: {err}") from None
@@ -134,15 +138,25 @@ def config_for(dataset: str, *, epochs: int | None = None, seed: int = 0,
     return _train.recipe(dataset, **changes)
 
 
+def training_key(model, config, train_ds) -> str:
+    """12 hex digits naming one training: the model spec, the config and the data."""
+    desc = {"model": spec(model), "config": config.to_dict(), "source": train_ds.source,
+            "n_train": len(train_ds)}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def train_or_restore(out: str | os.PathLike, name: str, model, config, train_ds,
                      progress: Progress):
-    """A checkpoint ``out/checkpoints/name`` used as a cache of :func:`nsjax.training.train`.
+    """A checkpoint used as a cache of :func:`nsjax.training.train`.
 
-    Restores it if it holds ``model`` trained with ``config`` on the same data
-    (same ``train_ds.source`` and size); otherwise trains, saves there and returns that.
+    The checkpoint lives in ``out/checkpoints/<name>-<key>``, ``key`` =
+    :func:`training_key` (model, config, data): a run with another configuration writes a
+    new checkpoint beside the old one and never over it.  A checkpoint that cannot be
+    trusted (damaged, edited, unreadable) is moved aside to ``<dir>.damaged-<n>``, said in
+    a progress line, and the net is trained again.
 
     Args:
-      out, name: the checkpoint directory is ``out/checkpoints/name`` (created if missing).
+      out, name: the run's folder and the net's name in it.
       model, config: the model and its :class:`nsjax.training.TrainConfig`.
       train_ds: an :class:`nsjax.data.Dataset` (``images``, ``labels``, ``source``).
       progress: prints one line per step (quiet: silent, no progress bars).
@@ -150,28 +164,32 @@ def train_or_restore(out: str | os.PathLike, name: str, model, config, train_ds,
     Returns:
       ``(variables, train_seconds, reused)``.
     """
-    log = progress.log
-    say = log or (lambda msg: None)
-    directory = Path(out) / "checkpoints" / name
-    if directory.exists():
+    directory = Path(out) / "checkpoints" / f"{name}-{training_key(model, config, train_ds)}"
+    if directory.exists() or _checkpoint._previous(directory).exists():
         try:
             _, variables, meta = _checkpoint.restore(directory, model)
-            metrics = meta.get("metrics") or {}
-            if (meta.get("config") == config.to_dict()
-                    and metrics.get("train_source") == train_ds.source
-                    and metrics.get("n_train") == len(train_ds)):
-                say(f"reusing checkpoint {directory}")
-                return variables, metrics.get("train_seconds"), True
-            say(f"checkpoint {directory} was trained differently; retraining")
+            progress(f"reusing checkpoint {directory}")
+            return variables, (meta.get("metrics") or {}).get("train_seconds"), True
         except (ValueError, FileNotFoundError) as err:
-            say(f"cannot reuse {directory} ({err}); retraining")
-    say(f"training {directory.name}: {type(model).__name__}{getattr(model, 'arch', '')} on "
-        f"{len(train_ds)} images + {config.alpha}-rescaled copies, {config.epochs} epochs")
+            aside = _set_aside(directory)
+            progress(f"checkpoint {directory} cannot be trusted ({err}); moved to {aside}, "
+                     "retraining")
+    progress(f"training {directory.name}: {type(model).__name__}{getattr(model, 'arch', '')} "
+             f"on {len(train_ds)} images + {config.alpha}-rescaled copies, {config.epochs} "
+             "epochs")
     start = time.perf_counter()
     variables, history = _train.train(model, train_ds.images, train_ds.labels, config,
-                                      progress=log is not None)
+                                      progress=progress.log is not None)
     seconds = time.perf_counter() - start
     _checkpoint.save(directory, model, variables, config=config,
                      metrics={"train_seconds": seconds, "train_source": train_ds.source,
                               "n_train": len(train_ds), "history": history})
     return variables, seconds, False
+
+
+def _set_aside(directory: Path) -> Path:
+    k = 0
+    while (aside := directory.with_name(f"{directory.name}.damaged-{k}")).exists():
+        k += 1
+    os.rename(directory if directory.exists() else _checkpoint._previous(directory), aside)
+    return aside

@@ -55,6 +55,7 @@ def train_and_evaluate(
     limit: int | None = None,
     activation: str = "relu",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Load ``dataset``, train an FCNN ``arch`` with ``config``, evaluate, save.
 
@@ -63,8 +64,10 @@ def train_and_evaluate(
       arch: ``"784,32,16,10"`` or a sequence of ints.
       config: a :class:`nsjax.training.TrainConfig` (default: ``recipe(dataset)``).
       data_dir, source, limit: passed to :func:`nsjax.data.load` (``limit`` caps each split).
-      out_dir: where to write the checkpoint and ``metrics.json`` (``None``: nothing
-        written); checked for writability before training.
+      out_dir: where to write the checkpoint (``out_dir/checkpoint``, one atomic commit) and
+        ``metrics.json`` (``None``: nothing written); checked before training: it must be
+        writable, and a checkpoint of another training there is refused unless
+        ``overwrite``.
       activation: ``"relu"`` or ``"sigmoid"``.
       progress: tqdm bar.
 
@@ -78,12 +81,14 @@ def train_and_evaluate(
       ``versions``.
     """
     t_start = time.perf_counter()
-    out = None if out_dir is None else prepare_out(out_dir)
+    out = None if out_dir is None else prepare_out(out_dir, figures=False)
     config = config or _train.recipe(dataset)
     arch = parse_arch(arch)
+    model = FCNN(arch, activation=activation)
+    if out is not None and not overwrite:
+        _refuse_other_checkpoint(out / "checkpoint", model, config)
     tr, te = load_splits(dataset, data_dir, source, limit=limit, test_limit=limit)
     _check_fit(arch, tr)
-    model = FCNN(arch, activation=activation)
     t0 = time.perf_counter()
     variables, history = _train.train(model, tr.images, tr.labels, config,
                                       eval_data=(te.images, te.labels), progress=progress)
@@ -96,9 +101,25 @@ def train_and_evaluate(
     if out is not None:
         summary = {k: metrics[k] for k in ("dataset", "train", "test", "null_space_dim",
                                            "train_time_s")}
-        _checkpoint.save(out, model, variables, config=config, metrics=summary)
+        _checkpoint.save(out / "checkpoint", model, variables, config=config, metrics=summary)
         _atomic_text(out / "metrics.json", _checkpoint.to_json(metrics))
     return metrics
+
+
+def _refuse_other_checkpoint(directory: Path, model, config) -> None:
+    """``ValueError`` if ``directory`` holds a checkpoint of another model or config (or
+    one that cannot be read): a new training must not replace it unasked."""
+    if not directory.exists():
+        return
+    try:
+        _, _, meta = _checkpoint.restore(directory)
+        same = meta["model"] == spec(model) and meta.get("config") == config.to_dict()
+        why = "another model or training config"
+    except (ValueError, FileNotFoundError) as err:
+        same, why = False, f"a checkpoint that cannot be read ({err})"
+    if not same:
+        raise ValueError(f"{directory} holds {why}; choose another output folder or pass "
+                         "overwrite=True (--overwrite) to replace it")
 
 
 def _metrics(model, variables, config, tr, te) -> dict:
@@ -168,7 +189,7 @@ def run_train_paper(out_dir, *, data_dir=None, datasets=("mnist", "fashion_mnist
 
     Returns ``{dataset: metrics or {"not_run": reason}}``.
     """
-    out = prepare_out(out_dir)
+    out = prepare_out(out_dir, figures=False)
     results = {}
     for name in [d.strip() for d in datasets if d.strip()]:
         try:
