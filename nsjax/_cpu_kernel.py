@@ -166,7 +166,9 @@ def project_rows(x: jax.Array, basis: jax.Array, null_part: bool):
     """``x - (x B) B^T`` (``null_part``) or ``(x B) B^T``, fused on CPU.
 
     Args:
-      x: ``(..., n)`` float32.
+      x: ``(..., n)`` float32, or float16/bfloat16: those are cast up to float32 first
+        (exactly: every float16/bfloat16 value is a float32 value) and the result is
+        float32, as XLA's promotion of ``x`` with a float32 basis gives.
       basis: ``(n, c)`` float32 with orthonormal columns, ``1 <= c <= MAX_COLS`` (check
         with :func:`supports`).
       null_part: which side to return.
@@ -178,7 +180,9 @@ def project_rows(x: jax.Array, basis: jax.Array, null_part: bool):
     if not supports(basis):
         raise ValueError(f"the fused kernel takes a float32 (n, c) basis with 1 <= c <= "
                          f"{MAX_COLS}; got {basis.dtype} {basis.shape} ({info()})")
+    if x.dtype in (jnp.float16, jnp.bfloat16):
+        x = x.astype(jnp.float32)
     if x.dtype != jnp.float32 or x.shape[-1] != basis.shape[0]:
-        raise ValueError(f"expected float32 x of shape (..., {basis.shape[0]}), got "
-                         f"{x.dtype} {x.shape}")
+        raise ValueError(f"expected float32 (or float16/bfloat16) x of shape "
+                         f"(..., {basis.shape[0]}), got {x.dtype} {x.shape}")
     return _fused(x, basis, bool(null_part))

@@ -17,7 +17,11 @@ null space, so ``f1`` is the layer's Jacobian, i.e. the layer without its bias.
   ``out * n`` floats.
 
 Anything else before the first linear layer (an activation, a normalisation, a learned
-scale) makes the first operation nonlinear and raises ``ValueError``.
+scale) makes the first operation nonlinear and raises ``ValueError``.  A fixed nonzero
+scalar scaling or a reshape before it (``Dense(..)(2.0 * x)``) keeps the null space and is
+accepted.  And the first linear map must be the *only* reader of the input: the model is
+traced (``jax.make_jaxpr``) and a skip connection or second head from the raw input (which
+sees directions the first layer ignores) raises ``ValueError`` naming the other reader.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
+import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
-from nsjax._nullspace import NullSpace, null_space
+from nsjax._nullspace import NullSpace, _check_tolerances, null_space
 
 __all__ = ["null_space_of", "first_linear_layer", "FirstLayer"]
 
@@ -71,8 +76,10 @@ def first_linear_layer(model: nn.Module, variables, input_shape: Sequence[int]) 
     """Run ``model`` once on a random input and return its first layer if it is linear.
 
     Raises:
-      ValueError: if the first leaf module is not ``nn.Dense``/``nn.Conv`` or does not
-        receive the model input itself (something nonlinear ran before it).
+      ValueError: if the first leaf module is not ``nn.Dense``/``nn.Conv``, does not
+        receive the model input itself (up to a reshape and a fixed nonzero scalar factor:
+        something nonlinear ran before it), or is not the only reader of the input (a skip
+        connection or second head from the input; the message names the other reader).
     """
     input_shape = tuple(int(d) for d in input_shape)
     n = math.prod(input_shape)
@@ -81,8 +88,10 @@ def first_linear_layer(model: nn.Module, variables, input_shape: Sequence[int]) 
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name == "__call__" and module.scope.path and not calls:
-            # First submodule call.  Leaf = a module type we know, or anything else.
+        if context.method_name == "__call__" and not calls and (
+                module.scope.path or isinstance(module, _LINEAR)):
+            # First submodule call (or the model itself, a bare nn.Dense / nn.Conv).
+            # Leaf = a module type we know, or anything else.
             calls.append((module, args))
         return next_fun(*args, **kwargs)
 
@@ -93,7 +102,7 @@ def first_linear_layer(model: nn.Module, variables, input_shape: Sequence[int]) 
         raise ValueError(f"{type(model).__name__} calls no submodule; expected its first "
                          "operation to be an nn.Dense or nn.Conv layer")
     module, args = calls[0]
-    path = "/".join(module.scope.path)
+    path = "/".join(module.scope.path) or type(module).__name__
     if not isinstance(module, _LINEAR):
         raise ValueError(
             f"the first operation of {type(model).__name__} is {type(module).__name__} "
@@ -101,7 +110,7 @@ def first_linear_layer(model: nn.Module, variables, input_shape: Sequence[int]) 
             "is nn.Dense or nn.Conv applied to the input (paper, Def. 2.2)"
         )
     arg = args[0]
-    if arg.size != n or not np.array_equal(np.asarray(arg).reshape(-1), np.asarray(x).reshape(-1)):
+    if arg.size != n or not _proportional(np.asarray(arg).reshape(-1), np.asarray(x).reshape(-1)):
         raise ValueError(
             f"the first layer {type(module).__name__} ({path}) does not receive the model input "
             "itself: something (an activation or other transform) runs before it, so the "
@@ -109,7 +118,165 @@ def first_linear_layer(model: nn.Module, variables, input_shape: Sequence[int]) 
             "by that layer"
         )
     arg_shape = tuple(arg.shape[1:]) if arg.shape[0] == 1 else tuple(arg.shape)
+    _check_single_reader(model, variables, x, path)
     return FirstLayer(module, module.variables, arg_shape, path)
+
+
+def _proportional(arg: np.ndarray, x: np.ndarray) -> bool:
+    """Whether ``arg == c x`` for one scalar ``c != 0``, up to rounding of ``c x``.
+
+    ``c`` is the least-squares factor; each entry of ``fl(c x)`` errs by at most
+    ``eps(arg) |c x_i| / 2`` (one rounding, or one per cast for a lower-precision ``arg``),
+    so we allow ``4 eps(arg) |c| max|x|``.  ``c = 1`` exactly when ``arg`` is ``x``.
+    """
+    if not np.issubdtype(arg.dtype, np.floating) and arg.dtype.kind != "V":
+        return False
+    a64, x64 = np.asarray(arg, np.float64), np.asarray(x, np.float64)
+    c = float(a64 @ x64) / float(x64 @ x64)
+    if c == 0.0 or not np.isfinite(c):
+        return False
+    eps = float(jnp.finfo(arg.dtype).eps)
+    return bool(np.abs(a64 - c * x64).max() <= 4 * eps * abs(c) * np.abs(x64).max())
+
+
+# --------------------------------------------------------------------------- input readers
+#
+# The interceptor above finds the first module called and checks that it receives the
+# input.  That alone does not make Null(f1) a null space of the model: a skip connection or
+# a second head that also reads x (``Dense(10)(x)`` added to the output, ``concatenate([h,
+# x])``) sees the directions f1 ignores.  So we trace ``x -> model.apply(variables, x)`` and
+# follow every value derived from x by a *relayout or fixed nonzero scaling* (which keep
+# the null space: ``Null(W (c P x)) = Null(W P)`` for c != 0 and a reshape P); each other
+# equation that reads such a value is a reader of the raw input.  Exactly one may exist,
+# and it must be a linear map (dot_general / conv_general_dilated) with x on one side only.
+
+# primitives that move or re-type values without mixing them (float -> float converts only)
+_RELAYOUT = {"reshape", "squeeze", "expand_dims", "convert_element_type", "copy", "copy_p"}
+_LINEAR_PRIMS = {"dot_general", "conv_general_dilated"}
+# call-like primitives whose body runs once on the same operands: followed inside
+_CALLS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
+          "custom_vjp_call_jaxpr", "checkpoint", "remat", "remat2"}
+
+
+def _where(eqn) -> str:
+    """The Flax module path of an equation (its JAX name stack), or ``"the model"``."""
+    try:
+        where = str(eqn.source_info.name_stack)
+    except AttributeError:  # pragma: no cover - a JAX without name stacks
+        where = ""
+    return where or "the model"
+
+
+def _known(v, consts: dict):
+    """The concrete value of a jaxpr operand, or None (a Literal, or a known constant)."""
+    if isinstance(v, jex_core.Literal):
+        return np.asarray(v.val)
+    return consts.get(v)
+
+
+def _scalar_factor(eqn, tainted, consts) -> str | None:
+    """For ``mul``/``div``/``neg`` reading the input: None if it is a fixed nonzero scalar
+    scaling of it (keeps the null space), else why not."""
+    name = eqn.primitive.name
+    if name == "neg":
+        return None
+    ops = list(eqn.invars)
+    if name == "div" and ops[1] in tainted:
+        return "divides by the input"
+    other = [v for v in ops if not (isinstance(v, jex_core.Var) and v in tainted)]
+    if not other:
+        return "multiplies the input by itself"
+    val = _known(other[0], consts)
+    if val is None:
+        return "scales the input by a value computed in the model"
+    if val.size != 1:
+        return (f"scales the input elementwise by a {val.shape} array (that changes the "
+                "null space)")
+    if not np.isfinite(val).all() or float(val.reshape(())) == 0.0:
+        return f"scales the input by {float(val.reshape(()))}"
+    return None
+
+
+def _follow(jaxpr, tainted: set, consts: dict, linear: list, other: list) -> list[bool]:
+    """Walk ``jaxpr`` with ``tainted`` input-derived vars; fill ``linear`` (equations that
+    apply a linear map to the input) and ``other`` (``(what, where)`` of any other reader).
+    Returns, per outvar, whether it is input-derived."""
+    for eqn in jaxpr.eqns:
+        reads = [i for i, v in enumerate(eqn.invars)
+                 if isinstance(v, jex_core.Var) and v in tainted]
+        name = eqn.primitive.name
+        if not reads:
+            # keep scalar constants computed from constants (e.g. a converted parameter)
+            vals = [_known(v, consts) for v in eqn.invars]
+            if (eqn.invars and all(v is not None for v in vals) and len(eqn.outvars) == 1
+                    and math.prod(eqn.outvars[0].aval.shape) == 1 and name not in _CALLS):
+                try:
+                    consts[eqn.outvars[0]] = np.asarray(eqn.primitive.bind(*vals, **eqn.params))
+                except Exception:  # noqa: BLE001 - unknown stays unknown (conservative)
+                    pass
+            continue
+        if name in _RELAYOUT and (name != "convert_element_type"
+                                  or jnp.issubdtype(eqn.params["new_dtype"], jnp.floating)):
+            tainted.update(eqn.outvars)
+        elif name in ("mul", "div", "neg"):
+            why = _scalar_factor(eqn, tainted, consts)
+            if why is None:
+                tainted.update(eqn.outvars)
+            else:
+                other.append((f"{name} ({why})", _where(eqn)))
+        elif name in _LINEAR_PRIMS:
+            if reads == [0] or (name == "dot_general" and reads == [1]):
+                linear.append(eqn)
+            else:
+                other.append((f"{name} with the input on both sides", _where(eqn)))
+        elif name in _CALLS:
+            sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+            body = getattr(sub, "jaxpr", sub)
+            if body is None or len(body.invars) != len(eqn.invars):
+                other.append((name, _where(eqn)))
+                continue
+            sub_consts = dict(zip(body.constvars, getattr(sub, "consts", ())))
+            for v_out, v_in in zip(eqn.invars, body.invars):
+                val = _known(v_out, consts)
+                if val is not None:
+                    sub_consts[v_in] = val
+            sub_tainted = {body.invars[i] for i in reads}
+            flags = _follow(body, sub_tainted, sub_consts, linear, other)
+            tainted.update(v for v, f in zip(eqn.outvars, flags) if f)
+        else:
+            other.append((name, _where(eqn)))
+    return [isinstance(v, jex_core.Var) and v in tainted for v in jaxpr.outvars]
+
+
+def _check_single_reader(model: nn.Module, variables, x: jax.Array, layer_path: str) -> None:
+    """Raise ``ValueError`` unless the first linear map is the only reader of the input."""
+    try:
+        closed = jax.make_jaxpr(lambda x: model.apply(variables, x))(x)
+    except Exception as e:  # noqa: BLE001 - any tracing failure: say what we needed
+        raise ValueError(
+            f"could not trace {type(model).__name__} to check that its first linear layer "
+            f"({layer_path}) is the only consumer of the input ({type(e).__name__}: {e}); "
+            "pass the first layer's matrix to nsjax.null_space() explicitly") from e
+    jaxpr = closed.jaxpr
+    consts = dict(zip(jaxpr.constvars, closed.consts))
+    linear: list = []
+    other: list[tuple[str, str]] = []
+    reaches_output = _follow(jaxpr, {jaxpr.invars[0]}, consts, linear, other)
+    if any(reaches_output):
+        other.append(("the model's output (returned without a linear map)", "the model"))
+    if len(linear) > 1:
+        other.extend((f"a second linear map ({e.primitive.name})", _where(e)) for e in linear[1:])
+    if not other and len(linear) == 1:
+        return
+    what = "; ".join(f"{w} in {p}" for w, p in other[:4])
+    more = f" and {len(other) - 4} more" if len(other) > 4 else ""
+    raise ValueError(
+        f"the input of {type(model).__name__} is read not only by its first linear layer "
+        f"({layer_path}) but also by: {what}{more}.  Directions that layer ignores can reach "
+        "the output that way (a skip connection or second head), so Null(f1) is not a null "
+        "space of the model.  If you know the input reaches the network only through that "
+        "layer, pass its matrix explicitly: nsjax.null_space(kernel.T, input_shape=...) with "
+        f"kernel = variables['params'][...]['kernel'] of {layer_path}")
 
 
 def null_space_of(
@@ -135,6 +302,7 @@ def null_space_of(
       :class:`NullSpace` over ``R^n``, ``n = prod(input_shape)``, with ``input_shape`` set so
       that images ``(..., H, W, C)`` can be projected directly.
     """
+    _check_tolerances(rtol, atol)  # before tracing the model: finite and >= 0
     input_shape = tuple(int(d) for d in input_shape)
     layer = first_linear_layer(model, variables, input_shape)
     if isinstance(layer.module, nn.Dense) and len(layer.arg_shape) == 1:

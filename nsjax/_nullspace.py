@@ -20,15 +20,24 @@ over the batch instead of three; XLA's matmuls on every other platform).
 
 Rank tolerance (one rule, used everywhere in nsjax)::
 
-    tol  = max(atol, rtol * sigma_max)        rtol defaults to max(m, n) * eps(dtype)
+    tol  = max(atol, rtol * sigma_max)        rtol defaults to default_rtol((m, n), dtype)
     rank = #{i : sigma_i > tol}               (strict ">")
 
-With the defaults this is exactly ``numpy.linalg.matrix_rank`` and the rule of
-``scipy.linalg.null_space`` (whose ``rcond`` is our ``rtol``); unlike SciPy we also accept
-an absolute floor ``atol`` (default 0).  The zero matrix has rank 0.
+For float32/float64 the default is ``max(m, n) * eps(dtype)``, exactly
+``numpy.linalg.matrix_rank`` and the rule of ``scipy.linalg.null_space`` (whose ``rcond``
+is our ``rtol``); for float16/bfloat16 it is ``max(m, n) * eps`` of the precision the SVD
+runs in (see :func:`default_rtol`).  Unlike SciPy we also accept an absolute floor ``atol``
+(default 0).  The zero matrix has rank 0.
 
-The SVD of a concrete float32 matrix runs in float64 and is rounded back (see
-:func:`null_space`'s ``float64_svd``): the basis is then as accurate as float32 can store.
+The SVD of a concrete float32/float16/bfloat16 matrix runs in float64 and is rounded to
+float32 (float32 matrices: to float32; see :func:`null_space`'s ``float64_svd``): the basis
+is then as accurate as float32 can store.  A float16/bfloat16 matrix gets a float32 basis:
+its entries are exact in float32, and a basis rounded to 8 or 11 bits would leave
+``A project(x)`` at ~``eps(bfloat16) |A| |x|``, which flips predictions.
+
+Cost.  The SVD costs ``~ m n min(m, n)`` flop units; above :data:`LARGE_SVD_WORK` units
+:func:`null_space` warns (``LargeSVDWarning``) with an estimated time and the cheaper
+paths: :func:`singular_values` (no singular vectors, ~30 % less) and :func:`matrix_rank`.
 
 JAX has no ``null_space`` (jax issue 14350): the nullity is data dependent, so the basis
 size cannot be known at trace time.  :func:`null_space` therefore decides the rank on the
@@ -38,8 +47,11 @@ host (call it *outside* ``jit``; the SVD itself runs jitted).  Inside ``jit`` pa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import numbers
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -52,16 +64,85 @@ from nsjax import _cpu_kernel
 
 HIGHEST = lax.Precision.HIGHEST
 
-__all__ = ["NullSpace", "null_space", "default_rtol", "NonFiniteError"]
+__all__ = ["NullSpace", "null_space", "default_rtol", "NonFiniteError", "singular_values",
+           "matrix_rank", "LargeSVDWarning", "LARGE_SVD_WORK", "SVD_WORK_PER_SECOND"]
+
+_LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+# Above this many units of SVD work (m n min(m, n)) null_space warns before it starts.
+# 1e10 units is ~40 s at SVD_WORK_PER_SECOND; monkeypatch it to test the warning.
+LARGE_SVD_WORK = 1e10
+# Measured rate of jnp.linalg.svd on CPU, in units of m n min(m, n) per second: a float64
+# 1024 x 1024 SVD with vectors took 3.9 s on 2 shared cores (2.7e8 /s; values only 2.8 s,
+# 3.8e8 /s; float32 was *slower* there: 9.1 s, 4.7 s).  A rough, documented constant: the
+# estimate in the warning is an order of magnitude, not a promise (GPUs are much faster).
+SVD_WORK_PER_SECOND = 2.5e8
 
 
 class NonFiniteError(ValueError):
     """Raised when an input that must be finite holds NaN or inf."""
 
 
-def default_rtol(shape: Sequence[int], dtype) -> float:
-    """Default relative rank tolerance ``max(m, n) * eps(dtype)`` for a ``(m, n)`` matrix."""
+class LargeSVDWarning(UserWarning):
+    """Emitted once per call before an SVD estimated to take long (see LARGE_SVD_WORK)."""
+
+
+def default_rtol(shape: Sequence[int], dtype, svd_dtype=None) -> float:
+    """Default relative rank tolerance for a ``(m, n)`` matrix stored in ``dtype``.
+
+    ``rtol = max(m, n) * eps(p)``: an SVD in precision ``p`` returns singular values with
+    absolute errors up to ~``max(m, n) * eps(p) * sigma_max`` (backward stable), so smaller
+    ones cannot be told from 0.  Which ``p``:
+
+    * float64: ``p = float64``, rtol ``max(m, n) * 2.2e-16`` (NumPy's ``matrix_rank``).
+    * float32: ``p = float32``, rtol ``max(m, n) * 1.19e-7`` (NumPy's rule), although the SVD
+      runs in float64 by default: float32 weights are themselves the result of float32
+      arithmetic (training, products) and carry its rounding noise, and a float32 forward
+      pass cannot resolve smaller directions either.
+    * float16 / bfloat16: ``p = svd_dtype``, the precision the SVD runs in -- float64 by
+      default (``null_space(float64_svd=None)`` on a concrete matrix; rtol
+      ``max(m, n) * 2.2e-16``), float32 with ``float64_svd=False`` or under ``jit`` (rtol
+      ``max(m, n) * 1.19e-7``).  NOT the storage eps: the matrix's values are exact in the
+      SVD's precision, so the rounding floor is the SVD's, and the storage eps would give
+      ``784 * 9.8e-4 = 0.77`` (float16) or ``784 * 7.8e-3 = 6.1`` (bfloat16) relative to
+      ``sigma_max`` -- a well conditioned ``32 x 784`` Gaussian matrix (``sigma_min /
+      sigma_max ~ 0.65``) would get rank 24 or 0.  Default ``svd_dtype``: float64.
+
+    Args:
+      shape: ``(..., m, n)``.
+      dtype: the matrix's dtype.
+      svd_dtype: the precision the SVD runs in (only used for float16/bfloat16).
+    """
+    dtype = jnp.dtype(dtype)
+    if dtype in _LOW_PRECISION:
+        dtype = jnp.dtype(jnp.float64 if svd_dtype is None else svd_dtype)
     return float(max(shape[-2:]) * jnp.finfo(dtype).eps)
+
+
+def _check_tolerances(rtol, atol) -> None:
+    """``rtol`` (None or a real >= 0) and ``atol`` (a real >= 0) must be finite: NaN/inf
+    would compare every singular value as null, a negative one every value as rank."""
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if v is None and name == "rtol" or isinstance(v, jax.core.Tracer):
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real | np.ndarray | jax.Array):
+            raise TypeError(f"{name} must be a real number (finite, >= 0), got "
+                            f"{type(v).__name__} {v!r}")
+        if np.ndim(v) != 0 or not np.issubdtype(np.asarray(v).dtype, np.number):
+            raise TypeError(f"{name} must be a real scalar (finite, >= 0), got {v!r}")
+        f = float(v)
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"{name} must be finite and >= 0, got {f}")
+
+
+def _check_rank(rank, m: int, n: int) -> int:
+    """A static ``rank`` must be an integer in ``[0, min(m, n)]``."""
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral | np.integer):
+        raise TypeError(f"rank must be an integer in [0, min(m, n)] = [0, {min(m, n)}], got "
+                        f"{type(rank).__name__} {rank!r}")
+    if not 0 <= int(rank) <= min(m, n):
+        raise ValueError(f"rank must be in [0, min(m, n)] = [0, {min(m, n)}], got {rank}")
+    return int(rank)
 
 
 @struct.dataclass
@@ -146,7 +227,9 @@ class NullSpace:
             the fused kernel: ``nsjax.cpu_kernel_info()``).
 
         Returns:
-          Array of the same shape and dtype as ``x``.
+          Array of the same shape as ``x``, in ``x``'s dtype promoted with the basis's
+          (float16/bfloat16 ``x`` and a float32 null space give float32: rounding the
+          result back to 8 or 11 bits would add a row-space error of ``eps(dtype) |x|``).
         """
         return _apply(self, x, "null", check_finite, accurate)
 
@@ -249,6 +332,9 @@ def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tupl
     and ``complement(x) = x - (x N) N^T`` -- the same kernel with ``part`` flipped.
     """
     dtype = jnp.result_type(x.dtype, ns.row_basis.dtype)
+    # Promote first (exact: e.g. float16/bfloat16 -> float32), so that every path -- XLA's
+    # matmuls, the accurate split, the fused float32 kernel -- sees one dtype.
+    x = x.astype(dtype)
 
     def use_kernel(basis):
         return _kernel_choice(basis, dtype, accurate, kernel)
@@ -373,10 +459,117 @@ def _svd(a: jax.Array):
     return s, q.T
 
 
-def _resolve_tol(s: jax.Array, shape, dtype, rtol, atol) -> jax.Array:
-    rtol = default_rtol(shape, dtype) if rtol is None else rtol
+def _resolve_tol(s: jax.Array, shape, dtype, rtol, atol, svd_dtype=None) -> jax.Array:
+    rtol = default_rtol(shape, dtype, svd_dtype) if rtol is None else rtol
     smax = s[0] if s.shape[0] else jnp.zeros((), s.dtype)
     return jnp.maximum(jnp.asarray(atol, s.dtype), rtol * smax)
+
+
+def _matrix(a) -> tuple[jax.Array, int, int, bool]:
+    """Validate ``a`` as a finite floating ``(m, n)`` matrix: ``(a, m, n, traced)``."""
+    if not hasattr(a, "ndim"):
+        a = np.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"expected a 2-D (m, n) matrix, got shape {tuple(a.shape)}")
+    a = check_float_array(a, "the matrix")
+    m, n = a.shape
+    traced = isinstance(a, jax.core.Tracer)
+    if not traced and not bool(jnp.all(jnp.isfinite(a))):
+        raise NonFiniteError(f"the ({m}, {n}) matrix holds NaN or inf; expected finite values")
+    return a, m, n, traced
+
+
+def _svd_precision(a: jax.Array, float64_svd: bool | None, traced: bool):
+    """``(use_x64, svd_dtype)``: whether the SVD switches on x64 to run in float64, and the
+    precision it runs in (float64 for a float64 matrix; float32 for a float32/16 one unless
+    ``use_x64``; float16/bfloat16 are never the SVD's precision)."""
+    wide = jnp.finfo(a.dtype).bits < 64
+    if float64_svd is None:
+        float64_svd = wide and not traced
+    if float64_svd and traced:
+        raise ValueError("float64_svd=True needs a concrete matrix (it switches on x64 for the "
+                         "SVD); inside jit pass float64_svd=False or None")
+    use_x64 = bool(float64_svd) and wide
+    svd_dtype = jnp.float64 if use_x64 or not wide else jnp.float32
+    return use_x64, jnp.dtype(svd_dtype)
+
+
+def _warn_if_large(m: int, n: int, svd_dtype, values_only: bool) -> None:
+    """One :class:`LargeSVDWarning` before an SVD of more than LARGE_SVD_WORK units."""
+    work = float(m) * n * min(m, n)
+    if work <= LARGE_SVD_WORK:
+        return
+    # values only: ~1.4x the rate measured with vectors (3.9 s -> 2.8 s at 1024 x 1024)
+    secs = work / (SVD_WORK_PER_SECOND * (1.4 if values_only else 1.0))
+    cheaper = ("" if values_only else
+               "; cheaper: nsjax._nullspace.singular_values(a) or matrix_rank(a) (no singular "
+               "vectors, ~30 % less)")
+    warnings.warn(
+        f"SVD of a ({m}, {n}) matrix in {jnp.dtype(svd_dtype).name}: ~{work:.1e} units of "
+        f"m n min(m, n) work, roughly {_duration(secs)} on a CPU at "
+        f"{SVD_WORK_PER_SECOND:.1e} units/s (nsjax._nullspace.SVD_WORK_PER_SECOND; an order "
+        f"of magnitude, no progress is reported while it runs){cheaper}; float64_svd=False "
+        "runs a float32 matrix's SVD in float32 (faster on GPUs, not always on CPUs, and a "
+        "~10x looser basis)",
+        LargeSVDWarning, stacklevel=3)
+
+
+def _duration(secs: float) -> str:
+    if secs < 120:
+        return f"{secs:.0f} s"
+    if secs < 7200:
+        return f"{secs / 60:.0f} min"
+    return f"{secs / 3600:.1f} h"
+
+
+@jax.jit
+def _svd_values(a: jax.Array) -> jax.Array:
+    return jnp.linalg.svd(a, compute_uv=False)
+
+
+def _values_in_svd_precision(a, float64_svd, values_only: bool = True):
+    a, m, n, traced = _matrix(a)
+    use_x64, svd_dtype = _svd_precision(a, float64_svd, traced)
+    _warn_if_large(m, n, svd_dtype, values_only)
+    return a, use_x64, svd_dtype
+
+
+def singular_values(a, *, float64_svd: bool | None = None) -> jax.Array:
+    """Singular values of the ``(m, n)`` matrix ``a`` only, descending, shape ``(min(m, n),)``.
+
+    The cheap path when only the spectrum (or the rank) is wanted: ``compute_uv=False``,
+    ~30 % less work than :func:`null_space`'s SVD and no ``(k, n)`` basis in memory.  The
+    SVD precision is chosen as in :func:`null_space` (``float64_svd``); the values are
+    returned in ``a``'s dtype promoted to at least float32.
+    """
+    a, use_x64, _ = _values_in_svd_precision(a, float64_svd)
+    out = jnp.promote_types(a.dtype, jnp.float32)
+    if min(a.shape) == 0:
+        return jnp.zeros((0,), out)
+    if use_x64:
+        with jax.enable_x64(True):
+            return _svd_values(jnp.asarray(a, jnp.float64)).astype(out)
+    return _svd_values(a.astype(out))
+
+
+def matrix_rank(a, *, rtol: float | None = None, atol: float = 0.0,
+                float64_svd: bool | None = None) -> int:
+    """Numerical rank of the ``(m, n)`` matrix ``a`` by :func:`null_space`'s rule, from the
+    singular values alone (the cheap path of :func:`singular_values`); ``dim = n - rank``.
+
+    Same tolerances as :func:`null_space` (``rtol``/``atol``, :func:`default_rtol`); the rank
+    is decided on the singular values in the SVD's precision, as there.  Host only.
+    """
+    _check_tolerances(rtol, atol)
+    a, use_x64, svd_dtype = _values_in_svd_precision(a, float64_svd)
+    if isinstance(a, jax.core.Tracer):
+        raise ValueError("matrix_rank() decides the rank on the host; call it outside jit")
+    if min(a.shape) == 0:
+        return 0
+    with jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
+        s = _svd_values(a.astype(svd_dtype))
+        tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol, svd_dtype)
+        return int(jnp.sum(s > tol))
 
 
 def null_space(
@@ -395,25 +588,41 @@ def null_space(
     ``(in, out)``: pass ``kernel.T``, or use :func:`nsjax.null_space_of` on the model.
 
     Rank rule: ``rank = #{sigma_i > max(atol, rtol * sigma_max)}`` with
-    ``rtol = max(m, n) * eps(dtype)`` by default (NumPy's ``matrix_rank``).
+    ``rtol = default_rtol((m, n), dtype)`` by default: ``max(m, n) * eps(dtype)`` for
+    float32/float64 (NumPy's ``matrix_rank``), ``max(m, n) * eps`` of the SVD's precision for
+    float16/bfloat16.
+
+    Cost: one SVD, ``~ m n min(m, n)`` work; above :data:`LARGE_SVD_WORK` a
+    :class:`LargeSVDWarning` gives an estimated time first.  For the spectrum or the rank
+    alone use :func:`singular_values` / :func:`matrix_rank` (no singular vectors).
 
     Args:
       a: ``(m, n)`` finite floating matrix.
-      rtol: relative tolerance (default ``max(m, n) * eps``).
-      atol: absolute tolerance floor (default 0).
-      rank: static rank to use instead of deciding it on the host; makes the function
-        traceable under ``jit`` (check it with ``ns.numerical_rank()``).
+      rtol: relative tolerance, finite and ``>= 0`` (default :func:`default_rtol`).
+      atol: absolute tolerance floor, finite and ``>= 0`` (default 0).
+      rank: static integer rank in ``[0, min(m, n)]`` to use instead of deciding it on the
+        host; makes the function traceable under ``jit`` (check it with
+        ``ns.numerical_rank()``).
       input_shape: shape of one input if it is an image, e.g. ``(28, 28, 1)``; its product
         must be ``n``.  Default ``(n,)``.
       float64_svd: run ``jnp.linalg.svd`` in float64 (under ``jax.enable_x64``) and round
-        the basis to ``a``'s dtype.  Default (``None``): yes for a concrete float32/16 ``a``.
-        The rounded basis leaves ``|A (I - R R^T)| ~ 0.25 eps |A|``; a float32 SVD, even
-        QR-refined, ``~ 2-3 eps |A|`` (8 eps unrefined), and that residual is what a stego
-        image's prediction error scales with.  Cost: one float64 SVD (``32 x 784``: ~1 ms
-        on CPU).  A traced ``a`` always uses its own dtype.
+        the basis to ``a``'s dtype (float32 for float16/bfloat16).  Default (``None``): yes
+        for a concrete float32/16 ``a``.  The rounded basis leaves
+        ``|A (I - R R^T)| ~ 0.25 eps |A|``; a float32 SVD, even QR-refined, ``~ 2-3 eps
+        |A|`` (8 eps unrefined), and that residual is what a stego image's prediction error
+        scales with.  Cost: one float64 SVD (``32 x 784``: ~1 ms on CPU).  ``False``: the
+        SVD runs in float32 (float16/bfloat16 matrices are cast up to it, exactly); on GPUs
+        that is faster, on CPUs not necessarily.  A traced ``a`` uses float32 (or float64
+        for a float64 ``a``).
 
     Returns:
-      :class:`NullSpace` with ``dim = n - rank``.
+      :class:`NullSpace` with ``dim = n - rank``; its bases are in ``a``'s dtype promoted
+      to at least float32.
+
+    Raises:
+      ValueError / TypeError: a malformed matrix, NaN/inf entries (:class:`NonFiniteError`),
+        a non-finite or negative ``rtol``/``atol``, a ``rank`` that is not an integer in
+        ``[0, min(m, n)]``.
 
     Example:
       >>> import jax.numpy as jnp, nsjax
@@ -421,52 +630,47 @@ def null_space(
       >>> ns.dim, ns.rank
       (2, 1)
     """
-    if not hasattr(a, "ndim"):
-        a = np.asarray(a)
-    if a.ndim != 2:
-        raise ValueError(f"expected a 2-D (m, n) matrix, got shape {tuple(a.shape)}")
-    a = check_float_array(a, "the matrix")
-    m, n = a.shape
+    a, m, n, traced = _matrix(a)
+    _check_tolerances(rtol, atol)
+    if rank is not None:
+        rank = _check_rank(rank, m, n)
     input_shape = (n,) if input_shape is None else tuple(int(d) for d in input_shape)
     if math.prod(input_shape) != n:
         raise ValueError(f"input_shape {input_shape} has {math.prod(input_shape)} elements, "
                          f"but the matrix has n={n} columns")
-    traced = isinstance(a, jax.core.Tracer)
-    if not traced and not bool(jnp.all(jnp.isfinite(a))):
-        raise NonFiniteError(f"the ({m}, {n}) matrix holds NaN or inf; expected finite values")
-    wide = jnp.finfo(a.dtype).bits < 64
-    if float64_svd is None:
-        float64_svd = wide and not traced
-    if float64_svd and traced:
-        raise ValueError("float64_svd=True needs a concrete matrix (it switches on x64 for the "
-                         "SVD); inside jit pass float64_svd=False or None")
+    use_x64, svd_dtype = _svd_precision(a, float64_svd, traced)
+    if rank is None and traced:
+        raise ValueError(
+            "null_space() decides the rank on the host, so it cannot run on a traced matrix "
+            "inside jit (the nullity is data dependent, jax issue 14350). Compute the null "
+            "space outside jit and pass it in (it is a pytree), or pass a static rank=."
+        )
+    out = jnp.promote_types(a.dtype, jnp.float32)  # float16/bfloat16 -> float32 bases
+    _warn_if_large(m, n, svd_dtype, values_only=False)
     vt64 = None
     if min(m, n) == 0:
-        s = jnp.zeros((0,), a.dtype)
-        vt = jnp.zeros((0, n), a.dtype)
-    elif float64_svd and wide:
+        s = jnp.zeros((0,), out)
+        vt = jnp.zeros((0, n), out)
+        tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol, svd_dtype)
+    elif use_x64:
         with jax.enable_x64(True):
             s64, vt64 = _svd_plain(jnp.asarray(a, jnp.float64))
-            s, vt = s64.astype(a.dtype), vt64.astype(a.dtype)
+            # decide on the float64 values (rounding them first could move one across tol)
+            tol64 = _resolve_tol(s64, a.shape, a.dtype, rtol, atol, svd_dtype)
+            if rank is None:
+                rank = int(jnp.sum(s64 > tol64))
+            s, vt, tol = s64.astype(out), vt64.astype(out), tol64.astype(out)
     else:
-        s, vt = _svd(a)
-    tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol)
+        s, vt = _svd(a.astype(out))
+        tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol, svd_dtype)
     if rank is None:
-        if traced:
-            raise ValueError(
-                "null_space() decides the rank on the host, so it cannot run on a traced matrix "
-                "inside jit (the nullity is data dependent, jax issue 14350). Compute the null "
-                "space outside jit and pass it in (it is a pytree), or pass a static rank=."
-            )
         rank = int(jnp.sum(s > tol))
-    elif not 0 <= rank <= min(m, n):
-        raise ValueError(f"rank must be in [0, min(m, n)] = [0, {min(m, n)}], got {rank}")
     rb = vt[:rank].T
     null_basis = None
     if n - rank < rank:  # the null space is the smaller side (or {0}): keep its basis too
         if vt64 is not None:
             with jax.enable_x64(True):
-                null_basis = _complete(vt64[:rank].T).astype(a.dtype)
+                null_basis = _complete(vt64[:rank].T).astype(out)
         else:
             null_basis = _complete(rb)
     return NullSpace(

@@ -13,11 +13,18 @@ Choosing ``alpha2`` (closed form, no search).  ``S`` must stay in the model's do
 ``alpha2 <= (-1 - h_i) / c_i`` where ``c_i < 0``.  The largest admissible value is the
 minimum of these bounds over pixels, shrunk by ``(1 - 8 eps)`` so that rounding in
 ``h_i + alpha2 c_i`` cannot step outside the domain.  It exists (``>= 0``) iff
-``|h_i| <= 1`` for every pixel; otherwise the pair is rejected.
+``|h_i| <= 1`` for every pixel; otherwise the pair is rejected.  If ``C_hat = 0`` (a
+trivial null space, or a cover with no component in it) no pixel bounds ``alpha2`` and
+nothing is hidden: :class:`TrivialNullSpaceError`, not an "unbounded" ``alpha2``.
+
+Low precision: the images and the null space are combined in their promoted dtype (a
+float32 null space of a bfloat16 model gives float32 stego images; rounding ``S`` to
+bfloat16 would add a row-space error of ``eps(bfloat16) |S|`` that the network sees).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -26,11 +33,17 @@ import numpy as np
 
 from nsjax._nullspace import NullSpace, _flat_shape, check_float_array
 
-__all__ = ["StegoResult", "stego", "reveal", "max_alpha2", "check_domain", "DomainError"]
+__all__ = ["StegoResult", "stego", "reveal", "max_alpha2", "check_domain", "DomainError",
+           "TrivialNullSpaceError"]
 
 
 class DomainError(ValueError):
     """An image lies outside the model's input domain ``[-1, 1]^n``."""
+
+
+class TrivialNullSpaceError(ValueError):
+    """Nothing can be hidden: the null space is ``{0}`` (``ns.dim == 0``), or a cover has no
+    component in it (``C_hat = 0``), so no ``alpha2`` changes the stego image."""
 
 
 class StegoResult(NamedTuple):
@@ -79,7 +92,8 @@ def _stego_flat(ns, cover, hidden, alpha1, alpha2):
     a2 = jnp.where(jnp.isnan(alpha2), amax, jnp.broadcast_to(alpha2, amax.shape))
     s = h + a2[..., None] * c
     hidden_ok = jnp.all(jnp.abs(h) <= 1.0, axis=-1)
-    return s, a2, amax, hidden_ok
+    cover_ok = jnp.any(c != 0, axis=-1)  # C_hat = 0: no bound on alpha2, nothing hidden
+    return s, a2, amax, hidden_ok, cover_ok
 
 
 def max_alpha2(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2) -> jax.Array:
@@ -97,8 +111,8 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> 
       alpha1: weight of the hidden component, in ``(0, 1]`` (paper: 0.2; the network should
         be trained on ``alpha1``-rescaled copies).
       alpha2: ``None`` (default) picks the largest value per pair that keeps ``S`` in the
-        domain (closed form, see module docstring); a float or ``(...,)`` array is used as
-        given and must keep ``S`` in the domain.
+        domain (closed form, see module docstring); a float or an array of the batch shape
+        ``(...,)`` is used as given and must be finite, ``>= 0`` and keep ``S`` in the domain.
 
     Returns:
       :class:`StegoResult` with ``image`` of the inputs' shape and ``alpha2`` of shape ``(...,)``.
@@ -106,6 +120,9 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> 
     Raises:
       DomainError: inputs outside ``[-1, 1]``/non-finite; an explicit ``alpha2`` that takes
         ``S`` out of the domain; or a hidden image whose ``alpha1 H_perp`` alone leaves it.
+      TrivialNullSpaceError: ``ns.dim == 0``, or (``alpha2=None``) a cover whose null-space
+        component ``C_hat`` is 0: nothing can be hidden.
+      ValueError: an empty batch, mismatched shapes, an ``alpha2`` of the wrong shape.
     """
     if not 0.0 < float(alpha1) <= 1.0:
         raise ValueError(f"alpha1 must be in (0, 1], got {alpha1}")
@@ -115,20 +132,40 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> 
         raise ValueError(f"cover and hidden must have the same shape, got {cover.shape} "
                          f"and {hidden.shape}")
     batch = _flat_shape(ns, cover.shape)
+    if math.prod(batch) == 0:
+        raise ValueError(f"empty batch: cover and hidden have shape {cover.shape}; expected "
+                         f"at least one pair of shape {tuple(ns.input_shape)} or ({ns.n},)")
+    if ns.dim == 0:
+        raise TrivialNullSpaceError(
+            f"the null space is trivial (dim 0: rank {ns.rank} = n = {ns.n}): the network "
+            "sees every input direction, so nothing can be hidden in a cover")
     flat = batch + (ns.n,)
-    dtype = cover.dtype
+    # promoted dtype: a float32 null space keeps bfloat16/float16 images' S in float32
+    dtype = jnp.result_type(cover.dtype, ns.dtype)
+    cover, hidden = cover.astype(dtype), hidden.astype(dtype)
     if alpha2 is None:
         a2_in = jnp.full(batch, jnp.nan, dtype)
     else:
-        a2_in = jnp.broadcast_to(jnp.asarray(alpha2, dtype), batch)
+        a2_arr = jnp.asarray(alpha2)
+        if a2_arr.shape not in ((), batch):
+            raise ValueError(f"alpha2 must be a scalar or have the batch shape {batch} (one "
+                             f"value per pair), got shape {a2_arr.shape}")
+        a2_in = jnp.broadcast_to(a2_arr.astype(dtype), batch)
         if not bool(jnp.all(jnp.isfinite(a2_in) & (a2_in >= 0))):
             raise ValueError("alpha2 must be finite and >= 0")
-    s, a2, amax, hidden_ok = _stego_flat(ns, cover.reshape(flat), hidden.reshape(flat),
-                                         jnp.asarray(alpha1, dtype), a2_in)
+    s, a2, amax, hidden_ok, cover_ok = _stego_flat(ns, cover.reshape(flat),
+                                                   hidden.reshape(flat),
+                                                   jnp.asarray(alpha1, dtype), a2_in)
     if not bool(jnp.all(hidden_ok)):
         bad = np.flatnonzero(~np.asarray(hidden_ok).reshape(-1))
         raise DomainError(f"alpha1 * H_perp leaves [-1, 1] for {bad.size} pair(s) (first flat "
                           f"index {bad[0]}): no alpha2 >= 0 helps; use a smaller alpha1")
+    if alpha2 is None and not bool(jnp.all(cover_ok)):
+        bad = np.flatnonzero(~np.asarray(cover_ok).reshape(-1))
+        raise TrivialNullSpaceError(
+            f"{bad.size} cover(s) have no component in the null space (C_hat = P_N C = 0; "
+            f"first flat index {bad[0]}): no alpha2 bounds or changes S, nothing is hidden; "
+            "use another cover")
     if alpha2 is not None:
         over = np.asarray(a2 > amax / (1 - 8 * jnp.finfo(dtype).eps)).reshape(-1)
         if over.any():
