@@ -365,23 +365,24 @@ def dead_unit_dim(model: nn.Module, variables, units, input_shape=None) -> int:
     """``n - rank`` of the first layer without the rows of ``units``: the null-space dimension
     :func:`plant_dead_units` produces (computed "by hand", independently of Jacobians).
 
-    FCNN: rows ``units`` of ``W1`` removed; CNN: the output channels ``units`` removed.  The
-    rank uses the package's rule in the weights' dtype (float32).
+    FCNN: rows ``units`` of ``W1`` set to zero (the same rank as removing them, and one
+    matrix shape, hence one compiled SVD, for every choice of ``units``); CNN: the output
+    channels ``units`` removed.  The rank uses the package's rule in the weights' dtype
+    (float32) for an FCNN, in float64 for the materialised convolution.
     """
     w = first_layer_matrix(model, variables, input_shape)
     if isinstance(model, FCNN):
         idx = _units(units, model.arch[1])
-        keep = np.setdiff1d(np.arange(w.shape[0]), idx)
-    elif isinstance(model, CNN):
+        if np.unique(idx).size == w.shape[0]:
+            return w.shape[1]
+        w = w.copy()
+        w[idx] = 0.0
+        return int(null_space(jnp.asarray(w, jnp.float32)).dim)
+    if isinstance(model, CNN):
         idx = _units(units, model.kernels)
         keep = np.flatnonzero(~np.isin(np.arange(w.shape[0]) % model.kernels, idx))
-    else:
-        raise TypeError(f"dead_unit_dim supports FCNN and CNN, got {type(model).__name__}")
-    sub = w[keep]
-    if sub.shape[0] == 0:
-        return w.shape[1]
-    return int(null_space(jnp.asarray(sub, jnp.float32)).dim) if isinstance(model, FCNN) else \
-        _dim64(sub)
+        return w.shape[1] if keep.size == 0 else _dim64(w[keep])
+    raise TypeError(f"dead_unit_dim supports FCNN and CNN, got {type(model).__name__}")
 
 
 def _dim64(a: np.ndarray) -> int:

@@ -179,51 +179,67 @@ def compare(entries: dict, test_images, test_labels, *, alpha1: float = 0.2,
                                       points=jacobian_points)
               for name, (model, variables) in entries.items() for a in attacks}
     idx = np.flatnonzero(keep)
+    ci, hi, n_dropped = _common_pairs(x, y, idx, spaces.values(), alpha1, n_pairs, key)
+    rows = []
+    for (name, a), sp in spaces.items():
+        model, variables = entries[name]
+        rows.append(_table_row(name, model, variables, a, sp, evals[name], x, y, ci, hi,
+                               alpha1, n_classes))
+    return {"rows": rows, "alpha1": float(alpha1), "target_dim": int(target_dim),
+            "n_common_correct": int(idx.size), "n_pairs_dropped": n_dropped}
+
+
+def _common_pairs(x, y, idx, spaces, alpha1: float, n_pairs: int, key):
+    """``n_pairs`` cover/hidden index pairs (different classes) among the test images
+    ``idx``, less those whose ``alpha1 H_perp`` leaves ``[-1, 1]`` in any attack space.
+
+    Returns ``(cover_index (P,), hidden_index (P,), number dropped)``.
+    """
     if idx.size < 2:
         raise ValueError("fewer than 2 test images are classified correctly by every net")
     ci, hi = make_pairs(key, y[idx], y[idx], n_pairs)
     ci, hi = idx[ci], idx[hi]
     ok = np.ones(ci.size, bool)
-    for sp in spaces.values():
+    for sp in spaces:
         hp = np.asarray(sp.attack.complement(x[hi])).reshape(ci.size, -1)
         ok &= np.abs(alpha1 * hp).max(axis=1) <= 1.0
-    ci, hi = ci[ok], hi[ok]
-    rows = []
-    for (name, a), sp in spaces.items():
-        model, variables = entries[name]
-        summary, details = evaluate_stego(lambda z, m=model, v=variables: m.apply(v, z),
-                                          sp.attack, x[ci], x[hi], y[hi], alpha1=alpha1)
-        ev = evals[name]
-        # what the net makes of the hidden cover part alone: f(alpha2 C_hat)
-        a2 = np.asarray(details["alpha2"]).reshape((-1,) + (1,) * (x.ndim - 1))
-        c_part = a2 * np.asarray(sp.attack.project(x[ci]))
-        pred_c = np.asarray(model.apply(variables, jnp.asarray(c_part))).argmax(-1)
-        rows.append({
-            "name": name,
-            "model": _model_name(model),
-            "n_params": _n_params(variables),
-            "accuracy_test": ev["accuracy"],
-            "accuracy_test_rescaled": ev["accuracy_rescaled"],
-            "null_dim": int(sp.exact.dim),
-            "attack": a,
-            "attack_dim": int(sp.attack.dim),
-            "attack_kind": sp.kind,
-            "attack_sigma_rel": sp.sigma_rel,
-            "n_pairs": int(ci.size),
-            "stego_success": summary["success_rate"],
-            "stego_cover_class": float(np.mean(details["pred"] == y[ci])),
-            "cover_part_cover_class": float(np.mean(pred_c == y[ci])),
-            "hidden_correct_rate": summary["hidden_correct_rate"],
-            "ssim_scaled_cover": summary["ssim_scaled_cover_mean"],
-            "psnr_scaled_cover": summary["psnr_scaled_cover_mean"],
-            "alpha2_mean": summary["alpha2_mean"],
-            "chance": 1.0 / n_classes,
-            "_details": {"stego": details["stego"], "pred": details["pred"],
-                         "conf": details["conf"], "alpha2": details["alpha2"],
-                         "cover_index": ci, "hidden_index": hi},
-        })
-    return {"rows": rows, "alpha1": float(alpha1), "target_dim": int(target_dim),
-            "n_common_correct": int(idx.size), "n_pairs_dropped": int((~ok).sum())}
+    return ci[ok], hi[ok], int((~ok).sum())
+
+
+def _table_row(name, model, variables, attack, sp: AttackSpace, ev: dict, x, y, ci, hi,
+               alpha1: float, n_classes: int) -> dict:
+    """One row of :func:`compare`'s table: net ``name`` under ``attack`` on pairs
+    ``(ci, hi)`` of the test images ``x`` ``(N, ...)`` with labels ``y`` ``(N,)``."""
+    summary, details = evaluate_stego(lambda z: model.apply(variables, z), sp.attack, x[ci],
+                                      x[hi], y[hi], alpha1=alpha1)
+    # what the net makes of the hidden cover part alone: f(alpha2 C_hat)
+    a2 = np.asarray(details["alpha2"]).reshape((-1,) + (1,) * (x.ndim - 1))
+    c_part = a2 * np.asarray(sp.attack.project(x[ci]))
+    pred_c = np.asarray(model.apply(variables, jnp.asarray(c_part))).argmax(-1)
+    return {
+        "name": name,
+        "model": _model_name(model),
+        "n_params": _n_params(variables),
+        "accuracy_test": ev["accuracy"],
+        "accuracy_test_rescaled": ev["accuracy_rescaled"],
+        "null_dim": int(sp.exact.dim),
+        "attack": attack,
+        "attack_dim": int(sp.attack.dim),
+        "attack_kind": sp.kind,
+        "attack_sigma_rel": sp.sigma_rel,
+        "n_pairs": int(ci.size),
+        "stego_success": summary["success_rate"],
+        "stego_cover_class": float(np.mean(details["pred"] == y[ci])),
+        "cover_part_cover_class": float(np.mean(pred_c == y[ci])),
+        "hidden_correct_rate": summary["hidden_correct_rate"],
+        "ssim_scaled_cover": summary["ssim_scaled_cover_mean"],
+        "psnr_scaled_cover": summary["psnr_scaled_cover_mean"],
+        "alpha2_mean": summary["alpha2_mean"],
+        "chance": 1.0 / n_classes,
+        "_details": {"stego": details["stego"], "pred": details["pred"],
+                     "conf": details["conf"], "alpha2": details["alpha2"],
+                     "cover_index": ci, "hidden_index": hi},
+    }
 
 
 def default_models(input_shape=(28, 28, 1), n_classes: int = 10, *, cnn: bool = False) -> dict:

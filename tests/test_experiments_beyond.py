@@ -42,7 +42,8 @@ def certify_run(tmp_path_factory):
 def test_certify_end_to_end(certify_run):
     out, r = certify_run
     md = _files(out, r)
-    assert (out / "checkpoints" / "fcnn").is_dir()
+    assert [p.name.split("-")[0] for p in sorted((out / "checkpoints").iterdir())] == \
+        ["cnn1_valid", "cnn6_valid", "fcnn"]
     rows = {x["id"]: x for x in r["rows"]}
     assert len(rows) == len(r["rows"]) == 11
     for x in r["rows"]:
@@ -89,9 +90,10 @@ def test_detect_end_to_end(tmp_path):
 
 
 def test_remedy_end_to_end(tmp_path, certify_run):
-    # the same training as certify's FCNN: restored from its checkpoint, not retrained
-    shutil.copytree(certify_run[0] / "checkpoints" / "fcnn",
-                    tmp_path / "checkpoints" / "vulnerable-mnist")
+    # the same training as certify's FCNN (same model, config, data, hence the same key in
+    # the checkpoint's name): restored from its checkpoint, not retrained
+    src = next((certify_run[0] / "checkpoints").glob("fcnn-*"))
+    shutil.copytree(src, tmp_path / "checkpoints" / src.name.replace("fcnn", "vulnerable-mnist"))
     r = run_remedy(tmp_path, cnn=False, attacks=("first_layer",), n_pairs=40, **QUICK)
     _files(tmp_path, r)
     rows = {x["name"]: x for x in r["rows"]}

@@ -191,8 +191,8 @@ def _certificate_row(spec: dict, ctx: dict) -> tuple[dict, _certify.Certificate]
     ctx["progress"](f"{spec['net']}: lower {c.lower}, upper {c.upper}, meets {c.meets}"
                     f"{'' if by_hand is None else f', by hand {by_hand}'}"
                     f" ({'ok' if ok else 'UNEXPECTED'}; {c.rows} x {c.n} stack, {secs:.1f} s)")
-    row = {"id": spec["id"], "net": spec["net"], "kind": spec["kind"], **c.summary(), "expected_upper": by_hand,
-           "as_expected": ok, "seconds": secs, "note": spec.get("note", "")}
+    row = {"id": spec["id"], "net": spec["net"], "kind": spec["kind"], **c.summary(),
+           "expected_upper": by_hand, "as_expected": ok, "seconds": secs, "note": spec.get("note", "")}
     return row, c
 
 
