@@ -11,17 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from nsjax._cli_args import shape3
+
 __all__ = ["add_parser"]
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(t) for t in text.split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected H,W,C with positive sizes, got {text!r}")
-    return shape
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -45,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "default, with the float32-rule near-null spectrum beside it) and the invariance "
         "error, and check Lemma B.1 (single-channel H x W images, as in the paper) on random "
         "and planted degenerate kernels.  Exit code 1 only if the invariance check fails.")
-    p.add_argument("--input", type=_shape, default=(28, 28, 1), help="H,W,C (default 28,28,1)")
+    p.add_argument("--input", type=shape3, default=(28, 28, 1), help="H,W,C (default 28,28,1)")
     p.add_argument("--kernels", type=int, default=6, help="number of kernels (default 6)")
     p.add_argument("--size", type=int, default=3, help="kernel side (default 3)")
     p.add_argument("--padding", default="VALID", help="VALID, SAME, CIRCULAR or REFLECT")

@@ -12,20 +12,11 @@ import json
 import sys
 
 from nsjax import _cli_beyond, _cli_conv, _cli_train
+from nsjax._cli_args import shape
 
 __all__ = ["main", "build_parser"]
 
 _DATASETS = ("mnist", "fashion_mnist", "emnist_balanced", "cifar10")
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(t) for t in text.split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not shape or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
-    return shape
 
 
 def _cmd_nullspace(args: argparse.Namespace) -> int:
@@ -74,7 +65,7 @@ def _add_nullspace(sub) -> None:
                    "(default: %(default)s)")
     p.add_argument("--activation", default="relu", choices=["relu", "sigmoid"])
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for init and probes")
-    p.add_argument("--input-shape", type=_shape, default=None,
+    p.add_argument("--input-shape", type=shape, default=None,
                    help="shape of one input, e.g. 28,28,1 (default: n0)")
     p.add_argument("--rtol", type=float, default=None,
                    help="relative rank tolerance (default max(m, n) * eps)")
