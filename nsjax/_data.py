@@ -6,31 +6,62 @@ EMNIST Balanced and CIFAR-10.
 
 Sources
 -------
-``source="auto"`` tries, in this order of preference:
+``source="auto"`` first asks whether the user named a directory: the ``data_dir`` argument,
+else ``$NSJAX_DATA_DIR`` (when set and not empty). Both are explicit user intent and are
+treated alike.
+
+*A directory was named*: only sources that read from that directory are tried, and nothing
+else is ever substituted for it:
 
 1. ``files``: the publishers' own files (gzipped IDX for the MNIST family, the python-pickle
-   ``cifar-10-batches-py`` for CIFAR-10) under the ``data_dir`` argument, else under
-   ``$NSJAX_DATA_DIR``. First because it is what the user pointed at explicitly, it is the
-   canonical format with nothing in between, it reads fastest and needs no optional
-   dependency.
-2. ``system``: the Debian/Ubuntu package ``dataset-fashion-mnist``, which installs the
+   ``cifar-10-batches-py`` for CIFAR-10) in the directory or its conventional subfolders.
+2. ``tfds``: a dataset *already prepared* by TensorFlow Datasets inside that directory.
+
+If neither has the data, :class:`DatasetNotFoundError` lists what was tried and says what
+was deliberately not tried (system files, tfds's default directory, the embedded sample). A
+mistyped ``--data-dir`` therefore fails instead of quietly training on other data.
+
+*No directory was named*: the sources are tried in this order of preference:
+
+1. ``system``: the Debian/Ubuntu package ``dataset-fashion-mnist``, which installs the
    original files under ``/usr/share/datasets/fashion-mnist`` (:data:`SYSTEM_ROOT`);
-   fashion_mnist only. Same format and reader as ``files``, installed by the system rather
-   than chosen by the user, so second.
-3. ``tfds``: a dataset *already prepared* by TensorFlow Datasets (array_record or parquet
-   format, which ``tfds.data_source`` reads without TensorFlow) under ``data_dir``,
-   ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``. Only tried when such a prepared
-   folder exists: ``auto`` never imports tfds otherwise and never downloads
-   (``download=False``), so it fails fast offline instead of retrying the network. Third
-   because it is slower (per-record PNG decoding) and tfds shuffles the record order.
-4. ``embedded``: a real MNIST sample shipped inside the package (first 10,000 training and
+   fashion_mnist only. Same format and reader as ``files``.
+2. ``tfds``: a dataset *already prepared* by TensorFlow Datasets (array_record or parquet
+   format, which ``tfds.data_source`` reads without TensorFlow) under ``$TFDS_DATA_DIR`` or
+   ``~/tensorflow_datasets``. Only tried when such a prepared folder exists: ``auto`` never
+   imports tfds otherwise and never downloads (``download=False``), so it fails fast
+   offline instead of retrying the network. After ``system`` because it is slower
+   (per-record PNG decoding) and tfds shuffles the record order.
+3. ``embedded``: a real MNIST sample shipped inside the package (first 10,000 training and
    2,000 test images; see ``nsjax/_embedded/README.md``); mnist only. Last because it is
    only a sample: it makes the package work offline right after ``pip install``, and a
-   fallback to it warns (:class:`IncompleteDatasetWarning`).
+   fallback to it warns (:class:`IncompleteDatasetWarning`) unless ``limit`` asked for no
+   more than the sample holds.
 
 If none has the data, :class:`DatasetNotFoundError` lists every place tried, why each failed,
 and how to get the data. An explicit ``source=`` uses only that source. Corrupt files raise
 :class:`CorruptDataError` and are never skipped in favour of another source.
+
+Provenance
+----------
+Files whose canonical checksums are known are identified by them (:data:`CANONICAL_MD5`:
+the publishers' ``.gz`` files of MNIST and Fashion-MNIST; also recognised are the md5s of
+their decompressed content, Debian's repackaged Fashion-MNIST files and the embedded
+sample's files). Each IDX file read is hashed once (the stored bytes; the decompressed bytes
+only when the stored ones are unknown and their size is that of a known file). Then:
+
+- a file that is another dataset's or another split's known file (Fashion-MNIST's files in
+  ``mnist/``, test files named as train files) raises :class:`CorruptDataError` naming
+  what the file actually is;
+- when every file is a known file of this dataset and split, ``Dataset.provenance`` is
+  ``"verified"`` and ``Dataset.source`` ends in ``" [md5 verified]"`` (the embedded sample
+  is verified against the md5s in ``nsjax/_embedded/README.md``);
+- an un-gzipped or re-compressed copy of a canonical file is recognised by the md5 of its
+  content, and counts as that file;
+- anything else (files made or edited by the user, truncated, or of a dataset whose
+  per-file checksums are not known here: CIFAR-10, EMNIST, anything read through tfds)
+  still loads, with ``Dataset.provenance == "unverified"`` and ``Dataset.source`` ending in
+  ``" [unverified: ...]"``, so every report that prints its data source says so.
 
 Completeness
 ------------
@@ -44,6 +75,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import pickle
@@ -58,6 +90,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "CANONICAL_MD5",
     "DATASETS",
     "DATA_DIR_ENV",
     "SOURCES",
@@ -67,6 +100,7 @@ __all__ = [
     "Dataset",
     "DatasetNotFoundError",
     "IncompleteDatasetWarning",
+    "PROVENANCES",
     "load",
     "to_unit_range",
 ]
@@ -88,6 +122,105 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 _EMBEDDED_COUNTS = {"train": 10_000, "test": 2_000}
 _EMBEDDED_SOURCE = "embedded MNIST sample (10,000 train / 2,000 test)"
+
+#: Values of :attr:`Dataset.provenance`.
+PROVENANCES = ("verified", "unverified")
+
+#: md5 of each canonical ``.gz`` file as its publisher distributes it, per dataset.
+#: MNIST: the original distribution (yann.lecun.com/exdb/mnist and its mirrors; the same
+#: values as ``nsjax/_embedded/make_mnist_sample.py``). Fashion-MNIST: the values published
+#: in Zalando's README (github.com/zalandoresearch/fashion-mnist). EMNIST and CIFAR-10 have
+#: none here: NIST publishes no per-file checksums for the files inside ``gzip.zip``, and the
+#: CIFAR-10 md5 (``c58f30108f718f92721af3b95e74349a``) is of the ``cifar-10-python.tar.gz``
+#: archive, not of the batch files that are read, so their files load as "unverified".
+CANONICAL_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+
+# Other files with known content, same layout (dataset -> variant -> file -> md5):
+# - "content": md5 of the decompressed bytes of the canonical .gz files above (what an
+#   un-gzipped copy, e.g. torchvision's MNIST/raw, holds; also matches a re-compressed copy).
+# - "debian": Debian/Ubuntu's dataset-fashion-mnist package. Its .gz files are Zalando's
+#   byte for byte except the 10-byte gzip header (no stored file name, another mtime):
+#   putting the original header back gives exactly the published md5s above.
+# - "embedded sample": the package's own sample (nsjax/_embedded/README.md).
+_OTHER_MD5 = {
+    "mnist": {
+        "content": {
+            "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+            "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+            "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+            "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+        },
+        "embedded sample": {
+            "train-images-idx3-ubyte.gz": "ad4493c73c84641fe2fc5192c57ee4cc",
+            "train-labels-idx1-ubyte.gz": "734f75e4b96a64b2e5c2b7a7bbf46f2a",
+            "t10k-images-idx3-ubyte.gz": "e65562570d98a26914850f52f900e431",
+            "t10k-labels-idx1-ubyte.gz": "c22811ab5845e193a5d25a4f9b6d5de0",
+        },
+    },
+    "fashion_mnist": {
+        "content": {
+            "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+            "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+            "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+        "debian": {
+            "train-images-idx3-ubyte.gz": "cf8536b0aa1a6ac5fa3f23001093305c",
+            "train-labels-idx1-ubyte.gz": "10bea18fdb374794d4bb42e356e600c9",
+            "t10k-images-idx3-ubyte.gz": "f78720b4224f21cce2f2ccf2d7a94c9a",
+            "t10k-labels-idx1-ubyte.gz": "0d30e22e447f3c33dab9ed536400ac01",
+        },
+    },
+}
+
+# Decompressed sizes of the known files: content is only hashed when its size is one of these.
+_KNOWN_CONTENT_SIZES = frozenset({47_040_016, 60_008, 7_840_016, 10_008})
+
+_DISPLAY = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
+            "emnist_balanced": "EMNIST Balanced", "cifar10": "CIFAR-10"}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Known:
+    """What a known md5 identifies."""
+
+    dataset: str
+    split: str  # "train" or "test"
+    kind: str  # "images" or "labels"
+    variant: str  # "original", "content", "debian" or "embedded sample"
+
+    def describe(self) -> str:
+        owner = ("the embedded MNIST sample" if self.variant == "embedded sample"
+                 else _DISPLAY[self.dataset])
+        return f"{owner}'s {self.split} {self.kind} file"
+
+
+def _known_table() -> dict[str, _Known]:
+    table = {}
+    variants = [(d, "original", files) for d, files in CANONICAL_MD5.items()]
+    variants += [(d, v, files) for d, vs in _OTHER_MD5.items() for v, files in vs.items()]
+    for dataset, variant, files in variants:
+        for fname, md5 in files.items():
+            split = "train" if fname.startswith("train") else "test"
+            kind = "images" if "-images-" in fname else "labels"
+            table[md5] = _Known(dataset, split, kind, variant)
+    return table
+
+
+_KNOWN_MD5 = _known_table()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +287,13 @@ class Dataset:
       class_names: ``num_classes`` human-readable names, indexed by label.
       name: dataset name, one of :data:`DATASETS`.
       split: ``"train"`` or ``"test"``.
-      source: which source and path the data came from (human-readable).
+      source: which source and path the data came from (human-readable), ending in
+        ``" [md5 verified]"`` or ``" [unverified: <why>]"`` as ``provenance`` says.
       complete: False when fewer examples were available than in the canonical dataset
         (independent of ``limit``).
+      provenance: ``"verified"`` when every file read has a known md5 of this dataset and
+        split (the publisher's files, or the embedded sample's); ``"unverified"`` otherwise
+        (see the module docstring).
     """
 
     images: np.ndarray
@@ -166,8 +303,12 @@ class Dataset:
     split: str
     source: str
     complete: bool
+    provenance: str = "unverified"
 
     def __post_init__(self):
+        if self.provenance not in PROVENANCES:
+            raise ValueError(f"provenance must be one of {', '.join(PROVENANCES)}, got "
+                             f"{self.provenance!r}")
         im, lab = self.images, self.labels
         if not (isinstance(im, np.ndarray) and im.ndim == 4 and im.dtype == np.float32):
             raise ValueError(f"images must be a float32 (N, H, W, C) array, got "
@@ -192,7 +333,8 @@ class Dataset:
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
                 f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
-                f"complete={self.complete}, source={self.source!r})")
+                f"complete={self.complete}, provenance={self.provenance!r}, "
+                f"source={self.source!r})")
 
 
 def to_unit_range(images: np.ndarray) -> np.ndarray:
@@ -210,10 +352,10 @@ def to_unit_range(images: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- readers
 
 
-def _read_bytes(path) -> bytes:
-    """Contents of ``path`` (a Path or importlib Traversable), gunzipped when it starts with
-    the gzip magic (whatever its extension)."""
-    raw = path.read_bytes()
+def _read_bytes(path, raw: bytes | None = None) -> bytes:
+    """Contents of ``path`` (a Path or importlib Traversable; ``raw``: its bytes, already
+    read), gunzipped when it starts with the gzip magic (whatever its extension)."""
+    raw = path.read_bytes() if raw is None else raw
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
@@ -222,16 +364,16 @@ def _read_bytes(path) -> bytes:
         raise CorruptDataError(f"{path}: not a valid gzip stream ({e})") from e
 
 
-def _read_idx(path, ndim: int | None = None) -> np.ndarray:
+def _read_idx(path, ndim: int | None = None, content: bytes | None = None) -> np.ndarray:
     """Read an uint8 IDX file (gzipped or not) -> uint8 array of the header's dims.
 
     The header is big-endian: magic ``0x000008NN`` (``NN`` = number of dimensions; 0x801 for
     labels, 0x803 for images), then one uint32 per dimension. The payload must hold exactly
     ``prod(dims)`` bytes. ``ndim`` (1 labels, 3 images), when given, is checked against the
     magic. Raises :class:`CorruptDataError` otherwise. The array is a read-only view of the
-    file's bytes.
+    file's bytes (``content``: the decompressed bytes, already read).
     """
-    raw = _read_bytes(path)
+    raw = _read_bytes(path) if content is None else content
     if len(raw) < 4:
         raise CorruptDataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
     magic = int.from_bytes(raw[:4], "big")
@@ -259,19 +401,58 @@ def _read_idx(path, ndim: int | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, count=expected, offset=start).reshape(dims)
 
 
-def _read_idx_pair(images_path, labels_path, *, transpose: bool = False):
-    """Images and labels IDX files -> ``(uint8 (N, 28, 28, 1), uint8 (N,))``.
+def _identify(path, name: str, split: str, kind: str) -> tuple[bytes, _Known | None]:
+    """Read ``path`` -> (decompressed bytes, what its md5 identifies or None).
+
+    Hashes the stored bytes; when they are unknown, gzipped and decompress to the size of a
+    known file, the decompressed bytes too. Raises :class:`CorruptDataError` when the file is
+    a known file of another dataset, split or kind than ``name`` ``split`` ``kind``.
+    """
+    raw = path.read_bytes()
+    digest = hashlib.md5(raw).hexdigest()
+    known, how = _KNOWN_MD5.get(digest), f"md5 {digest}"
+    content = _read_bytes(path, raw)
+    if known is None and content is not raw and len(content) in _KNOWN_CONTENT_SIZES:
+        digest = hashlib.md5(content).hexdigest()
+        known, how = _KNOWN_MD5.get(digest), f"md5 of its decompressed content {digest}"
+    if known is not None and known.variant == "debian":
+        how += ", Debian dataset-fashion-mnist's copy"
+    if known is not None and (known.dataset, known.split, known.kind) != (name, split, kind):
+        raise CorruptDataError(
+            f"{path} is {known.describe()} ({how}), not {_DISPLAY[name]}'s {split} {kind}: "
+            f"a file of another dataset or split is in the wrong place or misnamed")
+    return content, known
+
+
+def _read_idx_pair(images_path, labels_path, *, name: str, split: str,
+                   transpose: bool = False):
+    """Images and labels IDX files of ``name`` ``split`` -> ``(uint8 (N, 28, 28, 1),
+    uint8 (N,), provenance, note)``; provenance and note as :func:`_provenance` gives them.
 
     ``transpose`` swaps each image's rows and columns (EMNIST stores images transposed).
     """
-    images = _read_idx(images_path, ndim=3)
-    labels = _read_idx(labels_path, ndim=1)
+    im_content, im_known = _identify(images_path, name, split, "images")
+    lab_content, lab_known = _identify(labels_path, name, split, "labels")
+    images = _read_idx(images_path, ndim=3, content=im_content)
+    labels = _read_idx(labels_path, ndim=1, content=lab_content)
     if images.shape[0] != labels.shape[0]:
         raise CorruptDataError(f"{images.shape[0]:,} images in {images_path} but "
                                f"{labels.shape[0]:,} labels in {labels_path}")
     if transpose:
         images = images.transpose(0, 2, 1)
-    return images[..., None], labels
+    return (images[..., None], labels, *_provenance(name, [im_known, lab_known]))
+
+
+def _provenance(name: str, known: Sequence[_Known | None]) -> tuple[str, str]:
+    """What the md5s of the files read say -> (provenance, note appended to the source)."""
+    if known and all(k is not None for k in known):
+        if any(k.variant == "embedded sample" for k in known):
+            return "verified", " [md5 verified: the embedded MNIST sample's files]"
+        return "verified", " [md5 verified]"
+    if name in CANONICAL_MD5:
+        return "unverified", " [unverified: checksums not the canonical ones]"
+    return "unverified", (f" [unverified: no canonical per-file checksums known for "
+                          f"{_DISPLAY[name]}]")
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -365,6 +546,8 @@ class _Raw:
     available: int  # examples available (before limit)
     missing: str = ""  # extra detail for the incompleteness warning
     warn_incomplete: bool = True
+    provenance: str = "unverified"
+    note: str = " [unverified]"  # appended to source in the Dataset: what provenance says
 
 
 class _NotHere(Exception):
@@ -391,7 +574,7 @@ def _finish(raw: _Raw, name: str, split: str, limit: int | None) -> tuple[Datase
                f"{'; ' + raw.missing if raw.missing else ''}. Dataset.complete is False.")
     ds = Dataset(images=to_unit_range(images), labels=labels.astype(np.int32),
                  class_names=tuple(raw.class_names), name=name, split=split,
-                 source=raw.source, complete=complete)
+                 source=raw.source + raw.note, complete=complete, provenance=raw.provenance)
     return ds, msg
 
 
@@ -460,8 +643,10 @@ def _idx_from_dir(name: str, split: str, root: Path, label: str) -> _Raw:
     for folder in folders:
         im, lab = _find_first(folder, im_names), _find_first(folder, lab_names)
         if im and lab:
-            images, labels = _read_idx_pair(im, lab, transpose=name == "emnist_balanced")
-            return _Raw(images, labels, spec.class_names, f"{label}: {im}", len(labels))
+            images, labels, prov, note = _read_idx_pair(
+                im, lab, name=name, split=split, transpose=name == "emnist_balanced")
+            return _Raw(images, labels, spec.class_names, f"{label}: {im}", len(labels),
+                        provenance=prov, note=note)
         if im or lab:
             partial.append(f"{im or lab} has no matching "
                            f"{(lab_names if im else im_names)[1]}[.gz]")
@@ -513,7 +698,7 @@ def _cifar_from_dir(split: str, root: Path, label: str) -> _Raw:
     images = np.concatenate(images) if len(images) > 1 else images[0]
     labels = np.concatenate(labels) if len(labels) > 1 else labels[0]
     return _Raw(images, labels, _cifar_class_names(best), f"{label}: {best}", len(labels),
-                missing="; ".join(notes))
+                missing="; ".join(notes), note=_provenance(name="cifar10", known=[])[1])
 
 
 def _from_files(name: str, split: str, root: Path, label: str) -> _Raw:
@@ -649,7 +834,8 @@ def _from_tfds(name: str, split: str, data_dir, limit: int | None, *, prepared=N
         images = np.ascontiguousarray(images.transpose(0, 2, 1, 3))
     where = ds_dir or "tfds default data_dir"
     return _Raw(images, labels, spec.class_names,
-                f"tfds: {ds_name} split {split!r} in {where}", n)
+                f"tfds: {ds_name} split {split!r} in {where}", n,
+                note=" [unverified: read through tfds, no file checksums to check]")
 
 
 def _embedded_dir():
@@ -666,12 +852,16 @@ def _from_embedded(name: str, split: str) -> _Raw:
     if not (im.is_file() and lab.is_file()):
         raise _NotHere(f"the embedded sample is missing from this installation ({folder}; "
                        f"package data nsjax/_embedded/ not installed?)")
-    images, labels = _read_idx_pair(im, lab)
+    images, labels, prov, note = _read_idx_pair(im, lab, name="mnist", split=split)
     if len(labels) != _EMBEDDED_COUNTS[split]:
         raise CorruptDataError(f"{im}: {len(labels):,} examples, the embedded sample has "
                                f"{_EMBEDDED_COUNTS[split]:,}")
+    if prov == "verified":  # the source already says it is the sample
+        note = " [md5 verified]"
+    else:
+        note = " [unverified: md5s differ from nsjax/_embedded/README.md]"
     return _Raw(images, labels, MNIST_CLASSES, _EMBEDDED_SOURCE, len(labels),
-                warn_incomplete=False)
+                warn_incomplete=False, provenance=prov, note=note)
 
 
 # ----------------------------------------------------------------------------- load
@@ -691,10 +881,12 @@ def _how_to_get(name: str) -> str:
     return "How to get it:\n" + "\n".join(lines)
 
 
-def _not_found(name: str, split: str, tried: list[tuple[str, str]]) -> DatasetNotFoundError:
+def _not_found(name: str, split: str, tried: list[tuple[str, str]], *,
+               note: str = "") -> DatasetNotFoundError:
     places = "\n".join(f"  - {src}: {why}" for src, why in tried)
+    note = f"{note}\n" if note else ""
     return DatasetNotFoundError(f"{name} ({split}) not found. Looked in:\n{places}\n"
-                                f"{_how_to_get(name)}")
+                                f"{note}{_how_to_get(name)}")
 
 
 def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
@@ -707,7 +899,8 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
       data_dir: folder for the ``files`` source (the dataset folder itself or a parent with
         conventional subfolders such as ``mnist/``, ``fashion-mnist/``, ``gzip/``,
         ``cifar-10-batches-py/``, ``cifar10*/``); default ``$NSJAX_DATA_DIR``. Also searched
-        for a prepared tfds dataset (``tfds`` source).
+        for a prepared tfds dataset (``tfds`` source). With ``source="auto"``, a directory
+        given here or by ``$NSJAX_DATA_DIR`` is the only place looked in: no fallback.
       source: ``"auto"`` (see the module docstring for the order) or one of :data:`SOURCES`.
       limit: keep only the first ``limit`` examples (in the source's order); ``None``: all.
 
@@ -718,7 +911,8 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
       ValueError: unknown name, split or source; bad limit; a source that does not provide
         this dataset (``system`` and ``embedded`` provide one each).
       DatasetNotFoundError: the data is not there (the message lists where it looked).
-      CorruptDataError: a data file is invalid.
+      CorruptDataError: a data file is invalid, or its md5 is that of another dataset's or
+        split's canonical file.
     """
     name = _normalize_name(name)
     if split not in SPLITS:
@@ -743,26 +937,23 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
 
 def _auto(name: str, split: str, data_dir, limit: int | None) -> tuple[_Raw, str]:
     """The first source in the order of preference that has the data -> (raw data, warning
-    to emit or "")."""
-    tried: list[tuple[str, str]] = []
+    to emit or ""). A directory named by ``data_dir`` or ``$NSJAX_DATA_DIR`` is the only
+    place looked in (:func:`_auto_in_dir`)."""
     root, label = _user_data_dir(data_dir)
-    if root is None:
-        tried.append(("files", f"no data_dir given and ${DATA_DIR_ENV} is not set"))
-    else:
-        try:
-            return _from_files(name, split, root, label), ""
-        except _NotHere as e:
-            tried.append(("files", str(e)))
+    if root is not None:
+        return _auto_in_dir(name, split, root, label, limit), ""
+    tried: list[tuple[str, str]] = [
+        ("files", f"no data_dir given and ${DATA_DIR_ENV} is not set")]
     try:
         return _from_system(name, split), ""
     except _NotHere as e:
         tried.append(("system", str(e)))
-    prepared, why = _tfds_readable(_SPECS[name].tfds_name, _tfds_dirs(data_dir))
+    prepared, why = _tfds_readable(_SPECS[name].tfds_name, _tfds_dirs(None))
     if prepared is None:
         tried.append(("tfds", why))
     else:  # a prepared dataset exists: failing to read it is an error, not a fall-through
         try:
-            return _from_tfds(name, split, data_dir, limit, prepared=prepared), ""
+            return _from_tfds(name, split, None, limit, prepared=prepared), ""
         except _NotHere as e:
             raise _not_found(name, split, [*tried, ("tfds", str(e))]) from e
     try:
@@ -776,6 +967,36 @@ def _auto(name: str, split: str, data_dir, limit: int | None) -> tuple[_Raw, str
         msg = (f"full MNIST not found ({reasons}); using the {_EMBEDDED_SOURCE}. "
                f"Pass data_dir= or set {DATA_DIR_ENV} for the full dataset.")
     return raw, msg
+
+
+def _auto_in_dir(name: str, split: str, root: Path, label: str, limit: int | None) -> _Raw:
+    """``auto`` when the user named a directory: its files, then a prepared tfds dataset in
+    it; never anything else (no system files, no other tfds dir, no embedded sample)."""
+    tried: list[tuple[str, str]] = []
+    try:
+        return _from_files(name, split, root, label)
+    except _NotHere as e:
+        tried.append(("files", str(e)))
+    prepared, why = _tfds_readable(_SPECS[name].tfds_name, [os.fspath(root)])
+    if prepared is None:
+        tried.append(("tfds", why))
+    else:
+        try:
+            return _from_tfds(name, split, root, limit, prepared=prepared)
+        except _NotHere as e:
+            tried.append(("tfds", str(e)))
+    skipped = []
+    if _SPECS[name].system_subdir is not None:
+        skipped.append(f"system files ({Path(SYSTEM_ROOT) / _SPECS[name].system_subdir})")
+    skipped.append(f"tfds's default data dir ({_tfds_default_dir()})")
+    if name == "mnist":
+        skipped.append("the embedded MNIST sample")
+    note = (f"Not tried, because {label} {root} was given and a named data directory never "
+            f"falls back to other places: {', '.join(skipped)}. Fix the directory, or leave "
+            f"data_dir and ${DATA_DIR_ENV} unset to search them")
+    if name == "mnist":
+        note += " (source='embedded' asks for the sample explicitly)"
+    raise _not_found(name, split, tried, note=note + ".")
 
 
 def _explicit(name: str, split: str, data_dir, source: str, limit: int | None) -> _Raw:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import os
 import pickle
 import struct
 import sys
@@ -24,7 +25,10 @@ from nsjax._data import (
     to_unit_range,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real data: $NSJAX_DATA_DIR (read at import, before _isolated clears it), else the
+# repository's ../shared/data.
+DATA = Path(os.environ.get("NSJAX_DATA_DIR") or
+            Path(__file__).resolve().parents[2] / "shared" / "data").expanduser()
 EMBEDDED = Path(_data.__file__).resolve().parent / "_embedded"
 
 
@@ -319,8 +323,8 @@ def test_files_not_found_names_the_directory(tmp_path):
 
 
 def test_auto_not_found_lists_every_source(tmp_path):
-    with pytest.raises(DatasetNotFoundError) as e:
-        load("emnist_balanced", "test", data_dir=tmp_path)
+    with pytest.raises(DatasetNotFoundError) as e:  # no directory named: every source
+        load("emnist_balanced", "test")
     msg = str(e.value)
     for where in ("- files:", "- system:", "- tfds:", "- embedded:", str(tmp_path),
                   "tfds-empty", "gzip.zip", "NSJAX_DATA_DIR", "download=True"):
@@ -369,7 +373,8 @@ def test_embedded_sample(request):
     assert train.images.shape == (10_000, 28, 28, 1) and test.images.shape == (2_000, 28, 28, 1)
     assert train.images.dtype == np.float32 and train.labels.dtype == np.int32
     assert set(np.unique(train.labels)) == set(range(10)) and not train.complete
-    assert train.source == "embedded MNIST sample (10,000 train / 2,000 test)"
+    assert train.source == "embedded MNIST sample (10,000 train / 2,000 test) [md5 verified]"
+    assert train.provenance == test.provenance == "verified"
     if not (DATA / "mnist").is_dir():
         pytest.skip(f"shared data folder {DATA / 'mnist'} is missing: not compared")
     full = request.getfixturevalue("mnist_full")
@@ -393,9 +398,10 @@ def test_embedded_sample_size_and_provenance(monkeypatch):
         assert gzip.decompress(f.read_bytes()) == mod._head(gzip.decompress(original), n)
 
 
-def test_auto_falls_back_to_embedded_with_a_warning(tmp_path):
+def test_auto_falls_back_to_embedded_with_a_warning():
+    # only when no directory is named (a named one never falls back: test_data_provenance)
     with pytest.warns(IncompleteDatasetWarning, match="embedded MNIST sample") as rec:
-        ds = load("mnist", "test", data_dir=tmp_path)
+        ds = load("mnist", "test")
     assert len(rec) == 1 and "- " not in str(rec[0].message)
     assert len(ds) == 2_000 and ds.source.startswith("embedded")
     with warnings.catch_warnings():
@@ -454,8 +460,17 @@ def test_auto_uses_prepared_tfds_only(tfds, monkeypatch, tmp_path):
     _fake_prepared(tfds_dir, "emnist/balanced", "3.1.0", None)  # tfrecord: needs TensorFlow
     with tfds.testing.mock_data(num_examples=6):
         with pytest.warns(IncompleteDatasetWarning):
-            ds = load("fashion_mnist", data_dir=tmp_path / "empty-files-dir")
+            ds = load("fashion_mnist")  # no directory named: tfds's default dir is searched
         assert ds.source.startswith("tfds: fashion_mnist:3.0.1") and len(ds) == 6
+        assert ds.provenance == "unverified" and ds.source.endswith(
+            "[unverified: read through tfds, no file checksums to check]")
+        with pytest.raises(DatasetNotFoundError, match="never falls back"):
+            load("fashion_mnist", data_dir=tmp_path / "empty-files-dir")  # a named dir: only it
+        data_dir = tmp_path / "data"
+        _fake_prepared(data_dir, "fashion_mnist", "3.0.1", "array_record")
+        with pytest.warns(IncompleteDatasetWarning):
+            ds = load("fashion_mnist", data_dir=data_dir)  # prepared inside the named dir
+        assert ds.source.startswith("tfds: fashion_mnist:3.0.1") and str(data_dir) in ds.source
         with pytest.raises(DatasetNotFoundError, match="prepared as tfrecord"):
             load("emnist_balanced")
 
