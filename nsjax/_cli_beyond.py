@@ -13,24 +13,11 @@ from __future__ import annotations
 
 import argparse
 
+from nsjax import _cli_args
 from nsjax.experiments import _common
 from nsjax.experiments.detect import DEFAULT_ALPHAS
 
 __all__ = ["add_parser"]
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(t) for t in text.split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    if not vals or not all(0 < v <= 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected values in (0, 1], got {text!r}")
-    return vals
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def _shared_flags(p: argparse.ArgumentParser, out: str, epochs: int | None = 10) -> None:
@@ -114,11 +101,11 @@ def _certify_flags(p: argparse.ArgumentParser) -> None:
 
 def _detect_flags(p: argparse.ArgumentParser) -> None:
     _shared_flags(p, "results/beyond/detect", epochs=None)
-    p.add_argument("--datasets", type=_names, default=("mnist", "fashion_mnist"),
+    p.add_argument("--datasets", type=_cli_args.names, default=("mnist", "fashion_mnist"),
                    help="comma-separated (default: mnist,fashion_mnist)")
-    p.add_argument("--alphas", type=_floats, default=DEFAULT_ALPHAS,
+    p.add_argument("--alphas", type=_cli_args.fractions, default=DEFAULT_ALPHAS,
                    help="alpha1 values (default: 0.1,0.2,0.5)")
-    p.add_argument("--statistics", type=_names, default=None,
+    p.add_argument("--statistics", type=_cli_args.names, default=None,
                    help="subset of consistency,gauss,ratio,perp (default: all)")
     p.add_argument("--fpr", type=float, default=0.01, help="target FPR (default 0.01)")
     p.set_defaults(func=_cmd_detect)
@@ -129,7 +116,7 @@ def _remedy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--alpha1", type=float, default=0.2)
     p.add_argument("--pairs", type=int, default=1000)
-    p.add_argument("--attacks", type=_names, default=("first_layer", "jacobian"),
+    p.add_argument("--attacks", type=_cli_args.names, default=("first_layer", "jacobian"),
                    help="first_layer and/or jacobian (default: both)")
     p.add_argument("--jacobian-points", type=int, default=300)
     p.add_argument("--no-cnn", action="store_true", help="leave out the SAME CNN")
