@@ -28,7 +28,7 @@ import numpy as np
 
 from nsjax._metrics import psnr, ssim
 from nsjax._nullspace import NullSpace
-from nsjax._stego import stego
+from nsjax._stego import TrivialNullSpaceError, stego
 
 __all__ = ["make_pairs", "evaluate_stego"]
 
@@ -84,6 +84,11 @@ def evaluate_stego(
       ``(summary, details)``: summary is a JSON-able dict (module docstring); details holds
       per-pair arrays ``stego``, ``alpha2``, ``pred``, ``conf``, ``pred_hidden``,
       ``conf_hidden``, ``success``.
+
+    Raises:
+      ValueError: no pairs, or mismatched counts.
+      TrivialNullSpaceError: ``ns.dim == 0`` (or a cover with no null-space component, from
+        :func:`nsjax.stego`): nothing can be hidden, instead of ``alpha2_mean = inf``.
     """
     covers = jnp.asarray(covers)
     hiddens = jnp.asarray(hiddens)
@@ -91,6 +96,13 @@ def evaluate_stego(
     if covers.shape != hiddens.shape or covers.shape[0] != labels.shape[0]:
         raise ValueError(f"covers {covers.shape}, hiddens {hiddens.shape} and labels "
                          f"{labels.shape} must describe the same number of pairs")
+    if covers.shape[0] == 0:
+        raise ValueError(f"no pairs to evaluate: covers have shape {covers.shape}; expected "
+                         f"(P, {', '.join(map(str, ns.input_shape))}) with P >= 1")
+    if ns.dim == 0:  # stego would raise too; say it before compiling anything
+        raise TrivialNullSpaceError(
+            f"the null space is trivial (dim 0, n = {ns.n}): nothing can be hidden, so there "
+            "is no steganography to evaluate")
     f = jax.jit(lambda x: jax.nn.softmax(apply_fn(x), axis=-1))
     out = {k: [] for k in ("stego", "alpha2", "probs", "probs_h", "psnr_c", "ssim_c",
                            "psnr_sc", "ssim_sc", "psnr_h")}

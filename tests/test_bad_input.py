@@ -190,8 +190,11 @@ def test_stego_on_a_trivial_null_space_is_an_error():
     with pytest.raises(TrivialNullSpaceError, match="trivial.*nothing can be hidden"):
         nsjax.stego(c, c, ns)
     assert issubclass(TrivialNullSpaceError, ValueError)
-    with pytest.raises(TrivialNullSpaceError):
+    with pytest.raises(TrivialNullSpaceError, match="nothing can be hidden"):
         nsjax.evaluate_stego(lambda x: x[:, :3], ns, c, c, np.zeros(5, int))
+    ok = nsjax.null_space(_gaussian(2, 4, 12))
+    with pytest.raises(ValueError, match=r"no pairs.*\(0, 12\)"):
+        nsjax.evaluate_stego(lambda x: x[:, :3], ok, c[:0], c[:0], np.zeros(0, int))
 
 
 def test_stego_cover_without_null_component_empty_batch_and_alpha2_shape():
