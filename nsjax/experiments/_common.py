@@ -112,11 +112,15 @@ def not_run(out: str | os.PathLike, experiment: str, err: Exception) -> dict:
 
 
 def load_splits(dataset: str, data_dir=None, source: str = "auto", *,
-                limit: int | None = None, test_limit: int | None = None):
+                limit: int | None = None, test_limit: int | None = None,
+                progress: Progress | None = None):
     """``(train, test)`` :class:`nsjax.data.Dataset` pair; ``limit`` caps the training split,
-    ``test_limit`` the test split (both ``None``: everything)."""
+    ``test_limit`` the test split (both ``None``: everything).  With ``progress``, one line
+    says where the data came from and how much of it is used."""
     tr = _data.load(dataset, "train", data_dir=data_dir, source=source, limit=limit)
     te = _data.load(dataset, "test", data_dir=data_dir, source=source, limit=test_limit)
+    if progress is not None:
+        progress(f"data: {tr.source}: {len(tr)} train / {len(te)} test")
     return tr, te
 
 

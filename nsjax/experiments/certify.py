@@ -62,8 +62,8 @@ def run_certify(out_dir, *, dataset: str = "mnist", data_dir=None, source: str =
     """
     progress = Progress(quiet)
     out = _common.prepare_out(out_dir)
-    tr, te = _common.load_splits(dataset, data_dir, source, limit=limit, test_limit=test_limit)
-    progress(f"data: {tr.source}: {len(tr)} train / {len(te)} test")
+    tr, te = _common.load_splits(dataset, data_dir, source, limit=limit, test_limit=test_limit,
+                                 progress=progress)
     cfg = _common.config_for(dataset, epochs=epochs, seed=seed, alpha=0.2)
     nets = _train_nets(out, tr, cfg, progress)
     accs = {name: evaluate(m, v, te.images, te.labels, alpha=0.2)["accuracy"]
@@ -192,7 +192,8 @@ def _certificate_row(spec: dict, ctx: dict) -> tuple[dict, _certify.Certificate]
                     f"{'' if by_hand is None else f', by hand {by_hand}'}"
                     f" ({'ok' if ok else 'UNEXPECTED'}; {c.rows} x {c.n} stack, {secs:.1f} s)")
     row = {"id": spec["id"], "net": spec["net"], "kind": spec["kind"], **c.summary(),
-           "expected_upper": by_hand, "as_expected": ok, "seconds": secs, "note": spec.get("note", "")}
+           "expected_upper": by_hand, "as_expected": ok, "seconds": secs,
+           "note": spec.get("note", "")}
     return row, c
 
 

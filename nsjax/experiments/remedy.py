@@ -54,8 +54,8 @@ def run_remedy(out_dir, *, dataset: str = "mnist", data_dir=None, source: str = 
     progress = Progress(quiet)
     out = _common.prepare_out(out_dir)
     attacks = tuple(attacks)
-    tr, te = _common.load_splits(dataset, data_dir, source, limit=limit, test_limit=test_limit)
-    progress(f"data: {tr.source}: {len(tr)} train / {len(te)} test")
+    tr, te = _common.load_splits(dataset, data_dir, source, limit=limit, test_limit=test_limit,
+                                 progress=progress)
     models = _remedy.default_models(tr.input_shape, len(tr.class_names), cnn=cnn)
     cfg = _common.config_for(dataset, epochs=epochs, seed=seed, alpha=alpha1)
     variables, secs = {}, {}

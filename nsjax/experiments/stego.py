@@ -99,8 +99,8 @@ def run_stego(
     """
     progress = Progress(quiet)
     out = prepare_out(out_dir)
-    tr, te = load_splits(dataset, data_dir, source, limit=limit, test_limit=test_limit)
-    progress(f"data: {tr.source}: {len(tr)} train / {len(te)} test")
+    tr, te = load_splits(dataset, data_dir, source, limit=limit, test_limit=test_limit,
+                         progress=progress)
     model, arch = _model_for(tr, arch)
     cfg = config_for(dataset, epochs=epochs, seed=seed, alpha=alpha1)
     nets = _train_nets(out, model, cfg, tr, progress)
