@@ -924,26 +924,8 @@ def _mod_p_kernel(kmat: np.ndarray, p: int) -> np.ndarray:
 
 
 def _rank_mod_p(a: np.ndarray, p: int) -> int:
-    """Rank of an integer matrix over GF(p) by Gaussian elimination (int64, p < 2^31)."""
-    a = np.array(a, dtype=np.int64) % p
-    m, n = a.shape
-    r = 0
-    for c in range(n):
-        if r == m:
-            break
-        nz = np.flatnonzero(a[r:, c])
-        if nz.size == 0:
-            continue
-        i = r + nz[0]
-        if i != r:
-            a[[r, i], c:] = a[[i, r], c:]
-        inv = pow(int(a[r, c]), p - 2, p)
-        a[r, c:] = (a[r, c:] * inv) % p
-        below = r + 1 + np.flatnonzero(a[r + 1:, c])
-        if below.size:
-            a[below, c:] = (a[below, c:] - a[below, c:c + 1] * a[r, c:]) % p
-        r += 1
-    return r
+    """Rank of an integer matrix over GF(p) (int64, p < 2^31)."""
+    return int(_echelon_rows_mod_p(a, p).shape[0])
 
 
 def _echelon_rows_mod_p(a: np.ndarray, p: int) -> np.ndarray:
@@ -959,11 +941,11 @@ def _echelon_rows_mod_p(a: np.ndarray, p: int) -> np.ndarray:
             continue
         i = r + nz[0]
         if i != r:
-            a[[r, i]] = a[[i, r]]
-        a[r] = (a[r] * pow(int(a[r, c]), p - 2, p)) % p
+            a[[r, i], c:] = a[[i, r], c:]  # columns left of c are zero in both rows
+        a[r, c:] = (a[r, c:] * pow(int(a[r, c]), p - 2, p)) % p
         below = r + 1 + np.flatnonzero(a[r + 1:, c])
         if below.size:
-            a[below] = (a[below] - a[below, c:c + 1] * a[r]) % p
+            a[below, c:] = (a[below, c:] - a[below, c:c + 1] * a[r, c:]) % p
         r += 1
     return a[:r]
 
