@@ -40,29 +40,42 @@ from nsjax._invariance import (
 from nsjax._metrics import psnr, ssim
 from nsjax._models import CNN, FCNN, from_spec, init_params, input_shape_of, parse_arch, spec
 from nsjax._nullspace import (
+    LargeSVDWarning,
     NonFiniteError,
     NullSpace,
     default_rtol,
+    matrix_rank,
     null_space,
+    singular_values,
     uses_cpu_kernel,
 )
-from nsjax._stego import DomainError, StegoResult, check_domain, max_alpha2, reveal, stego
+from nsjax._stego import (
+    DomainError,
+    StegoResult,
+    TrivialNullSpaceError,
+    check_domain,
+    max_alpha2,
+    reveal,
+    stego,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CNN",
-    "DEFAULT_SCALES",
-    "FCNN",
     "Certificate",
     "CroppedPatchNullSpace",
+    "DEFAULT_SCALES",
     "Detector",
     "DomainError",
+    "FCNN",
     "FirstLayer",
     "InvarianceResult",
+    "LargeSVDWarning",
     "NonFiniteError",
     "NullSpace",
     "StegoResult",
+    "TrivialNullSpaceError",
     "assert_invariant",
     "certify",
     "check_domain",
@@ -86,6 +99,7 @@ __all__ = [
     "init_params",
     "input_shape_of",
     "make_pairs",
+    "matrix_rank",
     "max_alpha2",
     "null_features",
     "null_space",
@@ -97,6 +111,7 @@ __all__ = [
     "reveal",
     "roc_auc",
     "sharding",
+    "singular_values",
     "spec",
     "ssim",
     "stacked_jacobian",

@@ -108,6 +108,8 @@ from jax import lax
 from nsjax._nullspace import (
     NonFiniteError,
     NullSpace,
+    _check_rank,
+    _check_tolerances,
     _complete,
     _flat_shape,
     check_float_array,
@@ -749,6 +751,9 @@ def conv_null_space(
     kmat, dtype = _kmat(kernel)
     input_shape = tuple(int(d) for d in input_shape)
     g = _Geometry(input_shape, np.shape(kernel), strides, padding, dilation)
+    _check_tolerances(rtol, atol)
+    if rank is not None and rank != "exact":
+        _check_rank(rank, g.m, g.n)
     if rank is None:
         sp = _spectrum(g, kmat, method, rtol, atol, dtype, vectors=True)
     else:

@@ -214,7 +214,7 @@ class NullSpace:
         return _unpatchify(self, z).T
 
     def project(self, x: jax.Array, *, check_finite: bool = True,
-                accurate: bool = False) -> jax.Array:
+                accurate: bool = False, kernel: bool | None = None) -> jax.Array:
         """Orthogonal projection onto the null space: ``x - (x R) R^T``.
 
         Args:
@@ -225,21 +225,24 @@ class NullSpace:
             flops of that step) so that ``A project(x)`` is ~20x closer to 0 in float32;
             :func:`nsjax.stego` uses it.  Default: one plain matmul (on CPU, for float32,
             the fused kernel: ``nsjax.cpu_kernel_info()``).
+          kernel: ``None`` (default): the fused CPU kernel where it pays
+            (:func:`nsjax.uses_cpu_kernel`); ``False``: XLA's matmuls always (for
+            comparisons); ``True``: the kernel wherever it can run.
 
         Returns:
           Array of the same shape as ``x``, in ``x``'s dtype promoted with the basis's
           (float16/bfloat16 ``x`` and a float32 null space give float32: rounding the
           result back to 8 or 11 bits would add a row-space error of ``eps(dtype) |x|``).
         """
-        return _apply(self, x, "null", check_finite, accurate)
+        return _apply(self, x, "null", check_finite, accurate, kernel=kernel)
 
     def complement(self, x: jax.Array, *, check_finite: bool = True,
-                   accurate: bool = False) -> jax.Array:
+                   accurate: bool = False, kernel: bool | None = None) -> jax.Array:
         """Orthogonal projection onto the complement ``N^perp``: ``(x R) R^T``.
 
         Same shapes and checks as :meth:`project`; ``project(x) + complement(x) == x``.
         """
-        return _apply(self, x, "perp", check_finite, accurate)
+        return _apply(self, x, "perp", check_finite, accurate, kernel=kernel)
 
     def numerical_rank(self) -> jax.Array:
         """``#{sigma_i > tol}`` as a traced scalar, to validate a static ``rank=`` in jit."""
@@ -502,7 +505,7 @@ def _warn_if_large(m: int, n: int, svd_dtype, values_only: bool) -> None:
     # values only: ~1.4x the rate measured with vectors (3.9 s -> 2.8 s at 1024 x 1024)
     secs = work / (SVD_WORK_PER_SECOND * (1.4 if values_only else 1.0))
     cheaper = ("" if values_only else
-               "; cheaper: nsjax._nullspace.singular_values(a) or matrix_rank(a) (no singular "
+               "; cheaper: nsjax.singular_values(a) or nsjax.matrix_rank(a) (no singular "
                "vectors, ~30 % less)")
     warnings.warn(
         f"SVD of a ({m}, {n}) matrix in {jnp.dtype(svd_dtype).name}: ~{work:.1e} units of "

@@ -291,3 +291,11 @@ def test_a_large_svd_warns_before_it_starts(monkeypatch):
     with pytest.warns(LargeSVDWarning) as rec:
         singular_values(a)
     assert "cheaper" not in str(rec[0].message)  # already the cheap path
+
+
+@pytest.mark.parametrize("kw", [{"rtol": float("nan")}, {"atol": -1.0}, {"rank": 2.5},
+                                {"rank": 37}])
+def test_conv_null_space_validates_tolerances_and_ranks(kw):
+    k = jax.random.normal(jax.random.key(0), (3, 3, 1, 1))
+    with pytest.raises((TypeError, ValueError), match="rtol|atol|rank"):
+        nsjax.conv_null_space(k, (8, 8, 1), **kw)  # VALID: m = 36 rows, so rank <= 36
