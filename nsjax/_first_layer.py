@@ -27,7 +27,7 @@ sees directions the first layer ignores) raises ``ValueError`` naming the other 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -72,6 +72,18 @@ class FirstLayer:
         return f"FirstLayer({self.kind} at {self.path!r}, input {self.arg_shape})"
 
 
+def _check_variables(model: nn.Module, variables) -> None:
+    """Linen variables are ``{"params": {...}, ...}``; say so when given anything else."""
+    if not isinstance(variables, Mapping) or not all(isinstance(k, str) for k in variables):
+        raise TypeError(f"variables must be the dict model.init returns ({{'params': ...}}), "
+                        f"got {type(variables).__name__}")
+    if "params" not in variables:
+        hint = (" (this looks like the params tree itself: pass {'params': params})"
+                if any(isinstance(v, Mapping) for v in variables.values()) else "")
+        raise ValueError(f"variables for {type(model).__name__} have no 'params' collection; "
+                         f"got collections {sorted(variables)}{hint}")
+
+
 def first_linear_layer(model: nn.Module, variables, input_shape: Sequence[int]) -> FirstLayer:
     """Run ``model`` once on a random input and return its first layer if it is linear.
 
@@ -95,8 +107,16 @@ def first_linear_layer(model: nn.Module, variables, input_shape: Sequence[int]) 
             calls.append((module, args))
         return next_fun(*args, **kwargs)
 
-    with nn.intercept_methods(interceptor):
-        model.apply(variables, x)
+    _check_variables(model, variables)
+    try:
+        with nn.intercept_methods(interceptor):
+            model.apply(variables, x)
+    except TypeError as err:  # e.g. a model that takes several inputs
+        raise ValueError(
+            f"null_space_of runs model.apply(variables, x) with one input x of shape "
+            f"(1, *{input_shape}); {type(model).__name__} failed on it ({err}). A model with "
+            "several inputs or another call signature: pass its first linear map to "
+            "nsjax.null_space (a Dense kernel as kernel.T) instead") from None
 
     if not calls:
         raise ValueError(f"{type(model).__name__} calls no submodule; expected its first "

@@ -299,3 +299,21 @@ def test_conv_null_space_validates_tolerances_and_ranks(kw):
     k = jax.random.normal(jax.random.key(0), (3, 3, 1, 1))
     with pytest.raises((TypeError, ValueError), match="rtol|atol|rank"):
         nsjax.conv_null_space(k, (8, 8, 1), **kw)  # VALID: m = 36 rows, so rank <= 36
+
+
+def test_null_space_of_explains_bad_variables_and_models_with_two_inputs():
+    class TwoInputs(nn.Module):
+        @nn.compact
+        def __call__(self, x, y):
+            return nn.Dense(10)(x) + nn.Dense(10)(y)
+
+    two = TwoInputs()
+    v = two.init(jax.random.key(0), jnp.zeros((1, 8)), jnp.zeros((1, 8)))
+    with pytest.raises(ValueError, match="one input.*nsjax.null_space"):
+        nsjax.null_space_of(two, v, (8,))
+    fc = nsjax.FCNN((8, 4, 2))
+    params = nsjax.init_params(fc, jax.random.key(0), (8,))
+    with pytest.raises(ValueError, match=r"no 'params' collection.*\{'params': params\}"):
+        nsjax.null_space_of(fc, params["params"], (8,))
+    with pytest.raises(TypeError, match="variables must be the dict"):
+        nsjax.null_space_of(fc, [1, 2], (8,))
