@@ -111,3 +111,24 @@ def test_random_kernel_and_blas_threads():
     assert k.shape == (3, 3, 2, 4) and k.dtype == np.float32
     with limit_blas_threads(1):
         assert all(v == 1 for v in openblas_threads().values())
+
+
+def test_conv_study_end_to_end_quick(tmp_path):
+    """``scripts/conv_nullspace.py``'s library function on its smallest settings (~40 s)."""
+    import json
+
+    from nsjax.experiments.conv_study import run_conv_study
+
+    r = run_conv_study(tmp_path, trials=2, exact=1, quick=True, timings=False, quiet=True)
+    assert json.loads((tmp_path / "report.json").read_text())["quick"] is True
+    assert "108" in (tmp_path / "report.md").read_text()
+    # one VALID 3x3 kernel on 28x28: nullity 28^2 - 26^2 exactly, for every kernel tried
+    assert r["108_vs_109"]["nullity_exact_gf_p"] == [108]
+    rows = {(x["input"], x["kernels"], x["padding"], x["stride"]): x for x in r["nullity_table"]}
+    assert rows[("28x28x1", 2, "VALID", 1)]["generic_nullity"] == 8  # 2 (k - 1)^2
+    for key, x in rows.items():
+        if key[2] == "VALID":  # random kernels are generic: measured = generic
+            assert x["nullity"] == x["generic_nullity"], key
+    planted = {p["name"]: p for p in r["planted"]}
+    assert planted["zero"]["SAME"]["exact_nullity"] == 784
+    assert planted["common-factor-x6"]["VALID"]["exact_nullity"] >= 784 - 27 * 27
