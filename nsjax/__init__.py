@@ -50,6 +50,7 @@ from nsjax._nullspace import (
     uses_cpu_kernel,
 )
 from nsjax._stego import (
+    PAPER_ALPHA2_CAP,
     DomainError,
     StegoResult,
     TrivialNullSpaceError,
@@ -62,6 +63,7 @@ from nsjax._stego import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "PAPER_ALPHA2_CAP",
     "CNN",
     "Certificate",
     "CroppedPatchNullSpace",

@@ -68,6 +68,7 @@ def evaluate_stego(
     hidden_labels,
     *,
     alpha1: float = 0.2,
+    alpha2_cap: float | None = None,
     batch_size: int = 4096,
 ) -> tuple[dict, dict]:
     """Build ``S`` for every pair and measure what the network and a person see.
@@ -78,6 +79,9 @@ def evaluate_stego(
       covers, hiddens: ``(P, *shape)`` paired images in ``[-1, 1]``.
       hidden_labels: ``(P,)`` true classes of the hidden images.
       alpha1: hidden-image weight.
+      alpha2_cap: cover weight ``min(largest admissible, alpha2_cap)`` (``None``: the
+        largest admissible; :data:`nsjax.PAPER_ALPHA2_CAP`: the paper's ``alpha2 in (0, 1)``).
+        The summary reports the largest admissible weights beside the ones used.
       batch_size: pairs per call (bounds memory; each call is one jitted batch).
 
     Returns:
@@ -104,16 +108,17 @@ def evaluate_stego(
             f"the null space is trivial (dim 0, n = {ns.n}): nothing can be hidden, so there "
             "is no steganography to evaluate")
     f = jax.jit(lambda x: jax.nn.softmax(apply_fn(x), axis=-1))
-    out = {k: [] for k in ("stego", "alpha2", "probs", "probs_h", "psnr_c", "ssim_c",
-                           "psnr_sc", "ssim_sc", "psnr_h")}
+    out = {k: [] for k in ("stego", "alpha2", "alpha2_admissible", "probs", "probs_h",
+                           "psnr_c", "ssim_c", "psnr_sc", "ssim_sc", "psnr_h")}
     for start in range(0, covers.shape[0], batch_size):
         c = covers[start:start + batch_size]
         h = hiddens[start:start + batch_size]
-        r = stego(c, h, ns, alpha1=alpha1)
+        r = stego(c, h, ns, alpha1=alpha1, alpha2_cap=alpha2_cap)
         s, a2 = r.image, r.alpha2
         sc = a2.reshape((-1,) + (1,) * (c.ndim - 1)) * c
         out["stego"].append(np.asarray(s))
         out["alpha2"].append(np.asarray(a2))
+        out["alpha2_admissible"].append(np.asarray(r.alpha2_max))
         out["probs"].append(np.asarray(f(s)))
         out["probs_h"].append(np.asarray(f(alpha1 * h)))
         if c.ndim == 4:
@@ -150,6 +155,11 @@ def evaluate_stego(
         "alpha2_min": float(a2.min()),
         "alpha2_quartiles": [float(q) for q in np.quantile(a2, [0.25, 0.5, 0.75])],
         "alpha2_max": float(a2.max()),
+        "alpha2_rule": "largest admissible" if alpha2_cap is None else
+                       f"min(largest admissible, {alpha2_cap:.8g})",
+        "alpha2_admissible_mean": float(cat["alpha2_admissible"].mean()),
+        "alpha2_admissible_max": float(cat["alpha2_admissible"].max()),
+        "alpha2_capped_fraction": float(np.mean(cat["alpha2_admissible"] > a2)),
         "stego_max_abs": float(np.abs(cat["stego"]).max()),
         "psnr_cover_mean": mean(cat["psnr_c"]),
         "ssim_cover_mean": mean(cat["ssim_c"]),

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["DPI", "plot_triplets", "plot_pipeline", "plot_what_nn_sees", "plot_relu_surface",
-           "plot_spectrum", "plot_roc", "plot_first_layer_spectra", "save"]
+__all__ = ["DPI", "plot_triplets", "plot_rescaled", "plot_pipeline", "plot_what_nn_sees",
+           "plot_relu_surface", "plot_spectrum", "plot_roc", "plot_first_layer_spectra", "save"]
 
 #: resolution of the PNG files (the PDF beside each is vector).
 DPI = 200
@@ -97,6 +97,36 @@ def plot_triplets(path, covers, hiddens, stegos, *, alpha1: float, alpha2: Seque
         _show(axes[i, 2], stegos[i],
               f"S = {alpha1:g} H$_\\perp$ + {float(alpha2[i]):.2f} $\\hat{{C}}$\n"
               f"f(S) -> {lab(stego_pred[i])}")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_rescaled(path, image, probs, probs_scaled, *, alpha1: float,
+                  class_names: Sequence[str], top: int = 3, title: str = ""):
+    """``H`` beside ``alpha1 H`` with the network's top class probabilities for each (Fig 7).
+
+    ``image`` is one ``(H, W, C)`` array in ``[-1, 1]``, shown with ``alpha1 * image`` on
+    the same fixed scale (the rescaled copy looks dimmer, as the network sees it);
+    ``probs``, ``probs_scaled`` are ``(classes,)`` softmax outputs for the two.
+    """
+    fig = Figure(figsize=(7.2, 3.4))
+    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1.1, 1, 1.1]})
+    for k, (img, p, name) in enumerate(((image, probs, "H"),
+                                        (alpha1 * np.asarray(image), probs_scaled,
+                                         f"{alpha1:g} H"))):
+        p = np.asarray(p, np.float64)
+        order = np.argsort(p)[::-1][:top]
+        _show(axes[2 * k], img, name)
+        bar = axes[2 * k + 1]
+        bar.barh(range(len(order))[::-1], p[order], color="tab:blue")
+        bar.set_yticks(range(len(order))[::-1])
+        bar.set_yticklabels([class_names[int(c)] for c in order], fontsize=8)
+        bar.set_xlim(0, 1)
+        bar.set_xlabel(f"f({name}) probability", fontsize=8)
+        for y, v in zip(range(len(order))[::-1], p[order]):
+            bar.text(min(v + 0.02, 0.7), y, f"{100 * v:.1f}%", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

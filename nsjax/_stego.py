@@ -34,7 +34,7 @@ import numpy as np
 from nsjax._nullspace import NullSpace, _flat_shape, check_float_array
 
 __all__ = ["StegoResult", "stego", "reveal", "max_alpha2", "check_domain", "DomainError",
-           "TrivialNullSpaceError"]
+           "TrivialNullSpaceError", "PAPER_ALPHA2_CAP"]
 
 
 class DomainError(ValueError):
@@ -53,11 +53,14 @@ class StegoResult(NamedTuple):
       image: ``(..., *shape)`` stego images ``S``, same shape as the inputs.
       alpha2: ``(...,)`` the cover weight used for each pair.
       alpha1: the hidden-image weight (scalar).
+      alpha2_max: ``(...,)`` the largest admissible cover weight of each pair (equal to
+        ``alpha2`` unless a cap or an explicit ``alpha2`` chose less).
     """
 
     image: jax.Array
     alpha2: jax.Array
     alpha1: float
+    alpha2_max: jax.Array | None = None
 
 
 def check_domain(x, what: str = "images", lo: float = -1.0, hi: float = 1.0) -> jax.Array:
@@ -86,12 +89,13 @@ def _bounds(h: jax.Array, c: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _stego_flat(ns, cover, hidden, alpha1, alpha2):
-    """Flat ``(..., n)`` core; ``alpha2`` NaN means "pick the maximum"."""
+def _stego_flat(ns, cover, hidden, alpha1, alpha2, cap):
+    """Flat ``(..., n)`` core; ``alpha2`` NaN means "pick the maximum, at most ``cap``"."""
     h = alpha1 * ns.complement(hidden, accurate=True)
     c = ns.project(cover, accurate=True)
     amax = _bounds(h, c)
-    a2 = jnp.where(jnp.isnan(alpha2), amax, jnp.broadcast_to(alpha2, amax.shape))
+    a2 = jnp.where(jnp.isnan(alpha2), jnp.minimum(amax, cap),
+                   jnp.broadcast_to(alpha2, amax.shape))
     s = h + a2[..., None] * c
     hidden_ok = jnp.all(jnp.abs(h) <= 1.0, axis=-1)
     cover_ok = jnp.any(c != 0, axis=-1)  # C_hat = 0: no bound on alpha2, nothing hidden
@@ -103,7 +107,13 @@ def max_alpha2(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2) -> jax.Arra
     return stego(cover, hidden, ns, alpha1=alpha1).alpha2
 
 
-def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> StegoResult:
+# The paper's rule (Sec. 3): alpha1, alpha2 in (0, 1).  The cap is the largest float32
+# below 1, so alpha2 = min(largest admissible, 1 - 2^-24) stays in the open interval.
+PAPER_ALPHA2_CAP = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+
+
+def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None,
+          alpha2_cap: float | None = None) -> StegoResult:
     """Stego images ``S = alpha1 H_perp + alpha2 C_hat`` for a batch of pairs, in one call.
 
     Args:
@@ -115,6 +125,8 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> 
       alpha2: ``None`` (default) picks the largest value per pair that keeps ``S`` in the
         domain (closed form, see module docstring); a float or an array of the batch shape
         ``(...,)`` is used as given and must be finite, ``>= 0`` and keep ``S`` in the domain.
+      alpha2_cap: with ``alpha2=None``, use ``min(largest admissible, alpha2_cap)``;
+        ``None``: no cap.  :data:`PAPER_ALPHA2_CAP` is the paper's rule ``alpha2 in (0, 1)``.
 
     Returns:
       :class:`StegoResult` with ``image`` of the inputs' shape and ``alpha2`` of shape ``(...,)``.
@@ -128,6 +140,8 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> 
     """
     if not 0.0 < float(alpha1) <= 1.0:
         raise ValueError(f"alpha1 must be in (0, 1], got {alpha1}")
+    if alpha2_cap is not None and not (math.isfinite(alpha2_cap) and alpha2_cap > 0):
+        raise ValueError(f"alpha2_cap must be finite and > 0 (or None), got {alpha2_cap}")
     cover = check_domain(cover, "cover images")
     hidden = check_domain(hidden, "hidden images")
     if cover.shape != hidden.shape:
@@ -157,7 +171,9 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> 
             raise ValueError("alpha2 must be finite and >= 0")
     s, a2, amax, hidden_ok, cover_ok = _stego_flat(ns, cover.reshape(flat),
                                                    hidden.reshape(flat),
-                                                   jnp.asarray(alpha1, dtype), a2_in)
+                                                   jnp.asarray(alpha1, dtype), a2_in,
+                                                   jnp.asarray(jnp.inf if alpha2_cap is None
+                                                               else alpha2_cap, dtype))
     if not bool(jnp.all(hidden_ok)):
         bad = np.flatnonzero(~np.asarray(hidden_ok).reshape(-1))
         raise DomainError(f"alpha1 * H_perp leaves [-1, 1] for {bad.size} pair(s) (first flat "
@@ -177,7 +193,7 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None) -> 
                 f"e.g. flat index {i}: alpha2 {float(a2.reshape(-1)[i]):.4g} > max "
                 f"{float(amax.reshape(-1)[i]):.4g} (pass alpha2=None to pick the maximum)"
             )
-    return StegoResult(s.reshape(cover.shape), a2, float(alpha1))
+    return StegoResult(s.reshape(cover.shape), a2, float(alpha1), amax)
 
 
 def reveal(images, ns: NullSpace) -> jax.Array:

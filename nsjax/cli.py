@@ -32,7 +32,8 @@ def _cmd_stego(args: argparse.Namespace) -> int:
     from nsjax.experiments import run_demo, run_stego
 
     common = dict(n_pairs=args.pairs, epochs=args.epochs, seed=args.seed, alpha1=args.alpha1,
-                  limit=args.limit, test_limit=args.test_limit, quiet=args.quiet)
+                  alpha2_rule=args.alpha2, limit=args.limit, test_limit=args.test_limit,
+                  quiet=args.quiet)
     if args.command == "demo":
         r = run_demo(args.out, data_dir=args.data_dir, source=args.source, **common)
     else:
@@ -89,13 +90,20 @@ def _data_flags(p: argparse.ArgumentParser, *, source: str, out: str, pairs: int
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _alpha_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha1", type=float, default=0.2, help="hidden weight (paper: 0.2)")
+    p.add_argument("--alpha2", choices=("paper", "max"), default="paper",
+                   help="cover weight: the largest admissible below 1 (paper: alpha2 in (0, 1))"
+                   " or the largest admissible (max; can exceed 1)  (default: %(default)s)")
+
+
 def _add_stego(sub) -> None:
     p = sub.add_parser("demo", help="the main job: null-space steganography on real MNIST",
                        description="Train (or reuse) the paper's (784, 32, 16, 10) ReLU net, "
                        "compute its null space, check the invariant, hide images in >= 1,000 "
                        "cover/hidden pairs and write report.json, report.md and figures.")
     _data_flags(p, source="embedded", out="results/demo", pairs=1000)
-    p.add_argument("--alpha1", type=float, default=0.2, help="hidden weight (paper: 0.2)")
+    _alpha_flags(p)
     p.set_defaults(func=_cmd_stego, experiment="demo")
     p = sub.add_parser("stego", help="the paper's steganography experiment on one dataset",
                        description="As demo, for any dataset, with the paper's numbers beside "
@@ -104,7 +112,7 @@ def _add_stego(sub) -> None:
     p.add_argument("--cover-dataset", default=None, choices=_DATASETS,
                    help="also hide in covers from this dataset (same image shape)")
     _data_flags(p, source="auto", out="results/stego", pairs=10000)
-    p.add_argument("--alpha1", type=float, default=0.2, help="hidden weight (paper: 0.2)")
+    _alpha_flags(p)
     p.set_defaults(func=_cmd_stego, experiment="stego")
     p = sub.add_parser("cnn-stego", help="steganography on VALID / patch / SAME CNNs",
                        description="Train three CNNs on MNIST and hide images in each null "

@@ -18,6 +18,7 @@ from nsjax.experiments import (
     PAPER,
     run_cnn_stego,
     run_demo,
+    run_stego,
     run_train_paper,
     train_and_evaluate,
 )
@@ -44,7 +45,8 @@ def test_demo_report_files_and_theory(demo):
     assert json.loads((out / "report.json").read_text())["null_space_dim"] == 752
     assert "## The paper's numbers beside ours" in (out / "report.md").read_text()
     _figures_exist(out, r["figures"])
-    assert set(r["figures"]) == {"triplets", "pipeline", "what_nn_sees", "relu_surface"}
+    assert set(r["figures"]) == {"triplets", "pipeline", "what_nn_sees", "relu_surface",
+                                 "rescaled"}
     assert r["rank"] == 32 and r["invariance_passed"]
     # pairs come from images right at scale 1 and 0.2, and f(S) = f(0.2 H) up to rounding:
     # every pair must succeed, on both the test and the filtered training set
@@ -52,9 +54,16 @@ def test_demo_report_files_and_theory(demo):
         s = r[key]
         assert s["n_pairs"] == 40 and s["success_rate"] == 1.0
         assert s["agreement_max_abs"] < 1e-5 and s["stego_max_abs"] <= 1.0
-    f = r["filtered_train"]
+    f, ps = r["filtered_train"], r["paper_set"]
     assert 0 < f["n"] <= r["n_train"] == 2000 and sum(f["per_class"]) == f["n"]
-    assert "mask" not in f
+    assert "mask" not in f and "mask" not in ps
+    # the paper's set: at most 5,000 per class of the images right at both scales
+    assert ps["per_class"] == [min(k, 5000) for k in f["per_class"]]
+    # the paper's rule alpha2 in (0, 1): the largest admissible value, capped below 1
+    for key in ("stego", "stego_train_filtered"):
+        s = r[key]
+        assert s["alpha2_max"] < 1.0 and s["alpha2_max"] <= s["alpha2_admissible_max"]
+        assert (s["alpha2_capped_fraction"] > 0) == (s["alpha2_admissible_max"] >= 1.0)
 
 
 def test_every_paper_number_is_measured_by_the_report(demo):
@@ -69,11 +78,25 @@ def test_every_paper_number_is_measured_by_the_report(demo):
         assert "scale 1 and 0.2" in v.measured_on and v.report_key.startswith("filtered_train")
 
 
-def test_demo_rerun_reuses_its_checkpoints(demo, capsys):
+def test_rerun_reuses_checkpoints_max_rule_and_foreign_covers(demo, capsys):
     out, first = demo
-    again = run_demo(out, n_pairs=40, quiet=False, **TINY)
+    again = run_stego("mnist", out, source="embedded", n_pairs=40, alpha2_rule="max",
+                      cover_dataset="mnist", quiet=False, **TINY)
     assert capsys.readouterr().out.count("reusing checkpoint") == 2
     assert again["train_eval"] == first["train_eval"]
+    s = again["stego"]  # the largest admissible weight: nothing capped
+    assert s["alpha2_capped_fraction"] == 0.0 and s["alpha2_max"] == s["alpha2_admissible_max"]
+    fc = again["stego_foreign_covers"]
+    assert fc["success_rate"] == 1.0 and (out / fc["figure"]).with_suffix(".pdf").exists()
+    assert again["figures"]["foreign_covers"] == fc["figure"]
+
+
+def test_paper_verdicts():
+    from nsjax.experiments.paper import verdict
+
+    assert verdict(752, 752) == "match" and verdict(50000, 59965) == "+9,965"
+    assert verdict(0.9977, 0.99785) == "match"  # 0.015 points
+    assert verdict(0.9977, 0.9945) == "-0.32 pp" and verdict(0.9974, None) == "n/a"
 
 
 def test_cli_reports_a_missing_dataset_as_not_run(tmp_path, capsys):
@@ -115,7 +138,7 @@ def test_train_paper_table_with_a_missing_dataset(tmp_path):
                           progress=False)
     assert "not_run" in res["fashion_mnist"] and res["mnist"]["null_space_dim"] == 752
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "Not run" in md and "| quantity | measured on | paper | ours | where |" in md
+    assert "Not run" in md and "| quantity | measured on | paper | ours | verdict | where |" in md
 
 
 def test_cnn_stego_null_dims_and_same_padding(tmp_path):

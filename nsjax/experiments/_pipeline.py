@@ -17,7 +17,8 @@ from nsjax._experiment import evaluate_stego, make_pairs
 from nsjax._nullspace import NullSpace
 from nsjax.experiments._common import pct, sci
 
-__all__ = ["StegoPairs", "filtered_set", "stego_pairs", "triplet_figure", "stego_table"]
+__all__ = ["StegoPairs", "filtered_set", "paper_subset", "stego_pairs", "triplet_figure",
+           "stego_table"]
 
 
 class StegoPairs(NamedTuple):
@@ -58,8 +59,31 @@ def filtered_set(model, variables, images, labels, *, alpha1: float = 0.2) -> di
     return out
 
 
+def paper_subset(mask, labels, *, per_class: int = 5000) -> dict:
+    """The paper's set (Sec. 4.1): the first ``per_class`` kept images of every class.
+
+    Args:
+      mask: ``(N,)`` bool, the images kept (:func:`filtered_set`).
+      labels: ``(N,)`` int classes.
+      per_class: images per class (paper: 5,000, 50,000 in all for 10 classes).
+
+    Returns:
+      ``{"mask": (N,) bool, "n", "per_class": list, "short_classes": classes with fewer
+      than ``per_class`` kept images (all of theirs are used)}``.
+    """
+    mask, labels = np.asarray(mask, bool), np.asarray(labels)
+    out = np.zeros_like(mask)
+    classes = np.unique(labels)
+    for c in classes:
+        out[np.flatnonzero(mask & (labels == c))[:per_class]] = True
+    counts = [int(np.sum(out & (labels == c))) for c in classes]
+    return {"mask": out, "n": int(out.sum()), "per_class": counts,
+            "short_classes": [int(c) for c, k in zip(classes, counts) if k < per_class]}
+
+
 def stego_pairs(apply_fn, ns: NullSpace, covers, cover_labels, hiddens, hidden_labels, *,
                 n_pairs: int, key: jax.Array, alpha1: float = 0.2,
+                alpha2_cap: float | None = None,
                 different_classes: bool = True) -> StegoPairs:
     """Draw ``n_pairs`` random cover/hidden pairs, build the stego images and measure them.
 
@@ -71,6 +95,8 @@ def stego_pairs(apply_fn, ns: NullSpace, covers, cover_labels, hiddens, hidden_l
       n_pairs: number of pairs (drawn with replacement, reproducible from ``key``).
       key: PRNG key for the pairs.
       alpha1: hidden-image weight.
+      alpha2_cap: cover weight at most this (``nsjax.PAPER_ALPHA2_CAP``: the paper's rule);
+        ``None``: the largest admissible.
       different_classes: the hidden image's class differs from the cover's (``False`` for
         covers from another dataset, whose labels mean something else).
     """
@@ -79,7 +105,7 @@ def stego_pairs(apply_fn, ns: NullSpace, covers, cover_labels, hiddens, hidden_l
     ci, hi = make_pairs(key, cover_labels, hidden_labels, n_pairs,
                         different_classes=different_classes)
     summary, details = evaluate_stego(apply_fn, ns, covers[ci], hiddens[hi], hidden_labels[hi],
-                                      alpha1=alpha1)
+                                      alpha1=alpha1, alpha2_cap=alpha2_cap)
     return StegoPairs(summary, details, ci, hi)
 
 
@@ -119,7 +145,10 @@ def stego_table(s: dict, *, bounds: tuple[float, float] = (-1.0, 1.0)) -> list[s
         f"{sci(s.get('agreement_max_abs_float64_eval'))} |",
         f"| mean confidence of f(S) | {pct(s['confidence_mean'])} |",
         f"| alpha2 mean +- std [min, max] | {s['alpha2_mean']:.3f} +- {s['alpha2_std']:.3f} "
-        f"[{s['alpha2_min']:.3f}, {s['alpha2_max']:.3f}] |",
+        f"[{s['alpha2_min']:.3f}, {s['alpha2_max']:.3f}] ({s['alpha2_rule']}) |",
+        f"| largest admissible alpha2 mean [max]; pairs capped | "
+        f"{s['alpha2_admissible_mean']:.3f} [{s['alpha2_admissible_max']:.3f}]; "
+        f"{pct(s['alpha2_capped_fraction'])} |",
         f"| PSNR(S, C) / SSIM(S, C) | {s['psnr_cover_mean']:.2f} dB / "
         f"{s['ssim_cover_mean']:.3f} |",
         f"| PSNR(S, alpha2 C) / SSIM(S, alpha2 C) | {s['psnr_scaled_cover_mean']:.2f} dB / "

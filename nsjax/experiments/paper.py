@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["PaperValue", "PAPER", "paper_values", "comparison_rows"]
+__all__ = ["PaperValue", "PAPER", "paper_values", "comparison_rows", "verdict"]
 
 
 class PaperValue(NamedTuple):
@@ -63,7 +63,7 @@ PAPER: dict[str, dict[str, PaperValue]] = {
         "filtered_set_size": PaperValue(
             50000, "images kept (5,000 per class)",
             "training images predicted correctly at scale 1 and 0.2", "Sec. 4.1",
-            "filtered_train.n"),
+            "paper_set.n"),
     },
     "fashion_mnist": {
         "null_space_dim": PaperValue(752, _NULL, "-", "Sec. 4.2", "null_space_dim"),
@@ -103,8 +103,21 @@ def _fmt(v) -> str:
     return f"{100 * float(v):.2f} %"
 
 
+def verdict(paper_value, ours, *, tolerance_pp: float = 0.2) -> str:
+    """``"match"`` for equal counts or percentages within ``tolerance_pp`` points, else the
+    signed difference (``"+0.31 pp"``, ``"-1,200"``); ``"n/a"`` when ours is missing."""
+    if ours is None:
+        return "n/a"
+    if isinstance(paper_value, int):
+        diff = int(ours) - paper_value
+        return "match" if diff == 0 else f"{diff:+,}"
+    diff = 100 * (float(ours) - float(paper_value))
+    return "match" if abs(diff) <= tolerance_pp else f"{diff:+.2f} pp"
+
+
 def comparison_rows(dataset: str, report: dict) -> list[str]:
-    """Markdown table: quantity, set, paper, ours, for every paper number of ``dataset``.
+    """Markdown table: quantity, set, paper, ours and a verdict, for every paper number of
+    ``dataset`` (:func:`verdict`: percentages within 0.2 points count as a match).
 
     ``report`` is an experiment report holding the ``report_key`` of each entry; a missing
     key shows as ``n/a``.
@@ -112,8 +125,10 @@ def comparison_rows(dataset: str, report: dict) -> list[str]:
     values = paper_values(dataset)
     if not values:
         return [f"The paper gives no numbers for {dataset}."]
-    rows = ["| quantity | measured on | paper | ours | where |", "|---|---|---|---|---|"]
+    rows = ["| quantity | measured on | paper | ours | verdict | where |",
+            "|---|---|---|---|---|---|"]
     for v in values.values():
-        rows.append(f"| {v.quantity} | {v.measured_on} | {_fmt(v.value)} | "
-                    f"{_fmt(_lookup(report, v.report_key))} | {v.where} |")
+        ours = _lookup(report, v.report_key)
+        rows.append(f"| {v.quantity} | {v.measured_on} | {_fmt(v.value)} | {_fmt(ours)} | "
+                    f"{verdict(v.value, ours)} | {v.where} |")
     return rows

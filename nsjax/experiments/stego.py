@@ -28,6 +28,7 @@ from nsjax import _data, _plots, _train
 from nsjax._first_layer import null_space_of
 from nsjax._invariance import check_invariance
 from nsjax._models import FCNN, init_params
+from nsjax._stego import PAPER_ALPHA2_CAP
 from nsjax.experiments import paper
 from nsjax.experiments._common import (
     Progress,
@@ -39,7 +40,13 @@ from nsjax.experiments._common import (
     train_or_restore,
     write_report,
 )
-from nsjax.experiments._pipeline import filtered_set, stego_pairs, stego_table, triplet_figure
+from nsjax.experiments._pipeline import (
+    filtered_set,
+    paper_subset,
+    stego_pairs,
+    stego_table,
+    triplet_figure,
+)
 
 __all__ = ["run_stego", "run_demo", "DEMO_ARCH"]
 
@@ -69,6 +76,7 @@ def run_stego(
     epochs: int | None = None,
     seed: int = 0,
     alpha1: float = 0.2,
+    alpha2_rule: str = "paper",
     cover_dataset: str | None = None,
     limit: int | None = None,
     test_limit: int | None = None,
@@ -85,6 +93,9 @@ def run_stego(
       epochs: training epochs (default: ``nsjax.training.recipe(dataset)``).
       seed: PRNG seed for initialisation, minibatches, probes and pairs.
       alpha1: hidden-image weight, also the rescaling of the training copies.
+      alpha2_rule: ``"paper"``: the cover weight is the largest admissible one below 1 (the
+        paper's ``alpha2 in (0, 1)``); ``"max"``: the largest admissible one, which can
+        exceed 1 (nsjax's own option).  Reports show the largest admissible values beside.
       cover_dataset: a second dataset whose test images serve as covers (same image shape);
         reported as not run, with the reason, when it cannot be loaded.
       limit, test_limit: use only the first images of the train / test split (quick runs).
@@ -97,6 +108,8 @@ def run_stego(
       nsjax.data.DatasetNotFoundError: ``dataset`` is not present.
       ValueError: ``arch`` does not fit the data, or ``out_dir`` cannot be written.
     """
+    if alpha2_rule not in ("paper", "max"):
+        raise ValueError(f"alpha2_rule must be 'paper' or 'max', got {alpha2_rule!r}")
     progress = Progress(quiet)
     out = prepare_out(out_dir)
     tr, te = load_splits(dataset, data_dir, source, limit=limit, test_limit=test_limit,
@@ -106,6 +119,8 @@ def run_stego(
     nets = _train_nets(out, model, cfg, tr, progress)
     r = {"dataset": dataset, "data_source": tr.source, "n_train": len(tr), "n_test": len(te),
          "arch": list(arch), "activation": "relu", "alpha1": alpha1, "seed": seed,
+         "alpha2_rule": alpha2_rule,
+         "alpha2_cap": PAPER_ALPHA2_CAP if alpha2_rule == "paper" else None,
          "train_config": cfg.to_dict(), "train_seconds": nets["a"][1],
          "second_network_train_seconds": nets["b"][1]}
     var_a, var_b = nets["a"][0], nets["b"][0]
@@ -114,10 +129,13 @@ def run_stego(
     r.update(_figures_of_merit(model, var_a, tr, te, alpha1, progress))
     f = jax.jit(lambda x: model.apply(var_a, x))
     test_set, test_res = _stego_runs(r, f, model, var_a, ns, tr, te, n_pairs, progress)
-    r["stego_foreign_covers"] = _foreign_covers(cover_dataset, te, test_set, f, ns, n_pairs,
-                                                alpha1, seed, data_dir, source, progress)
-    r["filtered_train"] = {k: v for k, v in r["filtered_train"].items() if k != "mask"}
     r["figures"] = _figures(out, f, test_set, test_res, ns, ns_b, te, r, seed)
+    r["stego_foreign_covers"] = _foreign_covers(out, cover_dataset, te, test_set, f, ns,
+                                                n_pairs, r, data_dir, source, progress)
+    if "figure" in (r["stego_foreign_covers"] or {}):
+        r["figures"]["foreign_covers"] = r["stego_foreign_covers"]["figure"]
+    for key in ("filtered_train", "paper_set"):
+        r[key] = {k: v for k, v in r[key].items() if k != "mask"}
     r["paper"] = {k: v._asdict() for k, v in paper.paper_values(dataset).items()}
     r["wall_seconds"] = progress.seconds()
     write_report(out, r, _markdown(r))
@@ -157,27 +175,32 @@ def _figures_of_merit(model, variables, tr, te, alpha1: float, progress: Progres
     ev_train = _train.evaluate(model, variables, tr.images, tr.labels, alpha=alpha1)
     ev_test = _train.evaluate(model, variables, te.images, te.labels, alpha=alpha1)
     kept = filtered_set(model, variables, tr.images, tr.labels, alpha1=alpha1)
+    subset = paper_subset(kept["mask"], tr.labels)
     progress(f"accuracy train {pct(ev_train['accuracy'])} (rescaled "
              f"{pct(ev_train['accuracy_rescaled'])}), test {pct(ev_test['accuracy'])}; "
              f"filtered training set {kept['n']} images, confidence "
-             f"{pct(kept['mean_confidence'])} / {pct(kept['mean_confidence_rescaled'])}")
+             f"{pct(kept['mean_confidence'])} / {pct(kept['mean_confidence_rescaled'])}; "
+             f"the paper's set: {subset['n']} images (5,000 per class)")
     return {"accuracy": ev_train["accuracy"], "accuracy_rescaled": ev_train["accuracy_rescaled"],
-            "train_eval": ev_train, "test_eval": ev_test, "filtered_train": kept}
+            "train_eval": ev_train, "test_eval": ev_test, "filtered_train": kept,
+            "paper_set": subset}
 
 
 def _stego_runs(r: dict, f, model, variables, ns, tr, te, n_pairs: int, progress: Progress):
-    """Stego over pairs from the filtered test images and from the filtered training set
-    (``r["filtered_train"]["mask"]``); fills ``r`` and returns the test images used and
-    their :class:`~nsjax.experiments._pipeline.StegoPairs`."""
+    """Stego over pairs from the filtered test images and from the paper's training set
+    (``r["paper_set"]["mask"]``: 5,000 per class, right at both scales); fills ``r`` and
+    returns the test images used and their :class:`~nsjax.experiments._pipeline.StegoPairs`.
+    """
     alpha1, seed = r["alpha1"], r["seed"]
     keep_test = filtered_set(model, variables, te.images, te.labels, alpha1=alpha1)["mask"]
-    keep_train = r["filtered_train"]["mask"]
+    keep_train = r["paper_set"]["mask"]
     r["n_filtered_test"] = int(keep_test.sum())
     sets = {"test": (te.images[keep_test], te.labels[keep_test]),
             "train_filtered": (tr.images[keep_train], tr.labels[keep_train])}
     results = {}
     for i, (name, (x, y)) in enumerate(sets.items()):
         results[name] = stego_pairs(f, ns, x, y, x, y, n_pairs=n_pairs, alpha1=alpha1,
+                                    alpha2_cap=r["alpha2_cap"],
                                     key=jax.random.key(seed + 20 + i))
         progress(f"stego, pairs from the filtered {name.replace('_filtered', '')} images: "
                  f"{_stego_line(results[name].summary)}")
@@ -193,9 +216,10 @@ def _stego_line(s: dict) -> str:
             f"{s['psnr_cover_mean']:.1f} dB, SSIM(S, a2 C) {s['ssim_scaled_cover_mean']:.3f}")
 
 
-def _foreign_covers(cover_dataset, te, hidden_set, f, ns, n_pairs, alpha1, seed, data_dir,
+def _foreign_covers(out: Path, cover_dataset, te, hidden_set, f, ns, n_pairs, r: dict, data_dir,
                     source, progress: Progress):
-    """Stego with covers from another dataset; ``None`` when none is asked for."""
+    """Stego with covers from another dataset and its triplet figure (Fig 4); ``None`` when
+    none is asked for."""
     if cover_dataset is None:
         return None
     try:
@@ -208,10 +232,16 @@ def _foreign_covers(cover_dataset, te, hidden_set, f, ns, n_pairs, alpha1, seed,
         progress(f"covers from {cover_dataset}: not run ({err})")
         return {"cover_dataset": cover_dataset, "not_run": str(err)}
     x, y = hidden_set
-    res = stego_pairs(f, ns, cov.images, cov.labels, x, y, n_pairs=n_pairs, alpha1=alpha1,
-                      key=jax.random.key(seed + 30), different_classes=False)
+    res = stego_pairs(f, ns, cov.images, cov.labels, x, y, n_pairs=n_pairs,
+                      alpha1=r["alpha1"], alpha2_cap=r["alpha2_cap"],
+                      key=jax.random.key(r["seed"] + 30), different_classes=False)
     progress(f"covers from {cover_dataset}: {_stego_line(res.summary)}")
-    return {"cover_dataset": cover_dataset, "source": cov.source, **res.summary}
+    fig = triplet_figure(
+        out / "figures" / "stego_triplets_foreign_covers.png", f, cov.images, x, res, rows=4,
+        alpha1=r["alpha1"], class_names=te.class_names,
+        title=f"covers from {cover_dataset}, hidden images from {r['dataset']}")
+    return {"cover_dataset": cover_dataset, "source": cov.source,
+            "figure": str(Path(fig).relative_to(out)), **res.summary}
 
 
 def _relu_surface_net(seed: int):
@@ -226,7 +256,7 @@ def _relu_surface_net(seed: int):
 
 
 def _figures(out: Path, f, test_set, res, ns, ns_b, te, r: dict, seed: int) -> dict:
-    """Figs 1, 2, 3 and 10-11 of the paper for this run; ``{name: path relative to out}``."""
+    """Figs 1, 2, 3, 7 and 10-11 of the paper for this run; ``{name: path relative to out}``."""
     figs, (x, _), names = out / "figures", test_set, te.class_names
     d, i0, h0 = res.details, res.cover_index[0], res.hidden_index[0]
     paths = {
@@ -244,6 +274,14 @@ def _figures(out: Path, f, test_set, res, ns, ns_b, te, r: dict, seed: int) -> d
             [np.asarray(ns.complement(te.images[:8])), np.asarray(ns_b.complement(te.images[:8]))],
             names=["net A", "net B (other seed)"]),
     }
+    # Fig 7: the pair whose f(S) is least confident, its H beside alpha1 H
+    k = int(np.argmin(d["conf"]))
+    h = x[res.hidden_index[k]]
+    probs = np.asarray(jax.nn.softmax(f(np.stack([h, r["alpha1"] * h]))))
+    paths["rescaled"] = _plots.plot_rescaled(
+        figs / "hidden_vs_rescaled.png", h, probs[0], probs[1], alpha1=r["alpha1"],
+        class_names=names, title="the least confident stego image's hidden image: "
+        f"f(S) = f({r['alpha1']:g} H) up to rounding ({100 * float(d['conf'][k]):.1f}%)")
     net, params = _relu_surface_net(seed)
     ns1 = null_space_of(net, params, (2,))
     paths["relu_surface"] = _plots.plot_relu_surface(
@@ -269,7 +307,8 @@ def _markdown(r: dict) -> str:
     ]
     for key, where in (("stego", f"the {r['n_filtered_test']} test images"),
                        ("stego_train_filtered",
-                        f"the filtered training set ({r['filtered_train']['n']} images)")):
+                        f"the paper's training set ({r['paper_set']['n']} images, at most "
+                        "5,000 per class)")):
         s = r[key]
         lines += [f"## Steganography over {s['n_pairs']} random pairs (different classes) "
                   f"from {where} classified correctly at scale 1 and {r['alpha1']}", "",
