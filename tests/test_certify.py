@@ -1,11 +1,11 @@
 """The null-space certificate: lower bound Null(f1), upper bound from stacked Jacobians."""
 
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _datapaths import MNIST, need
 
 import nsjax
 from nsjax._certify import (
@@ -20,16 +20,13 @@ from nsjax._certify import (
 )
 from nsjax._plots import plot_spectrum
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST = DATA / "mnist"
 ARCH = (784, 32, 16, 10)
 
 
 @pytest.fixture(scope="module")
 def trained():
     """The paper's FCNN briefly trained on 2,000 real MNIST images (real weights, not init)."""
-    if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"MNIST IDX files not found under {MNIST}")
+    need(MNIST / "train-images-idx3-ubyte.gz")
     from nsjax import _data
     from nsjax._train import TrainConfig, train
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
-import os
 import pickle
 import struct
 import sys
@@ -15,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Real data: $NSJAX_DATA_DIR (read at import, before _isolated clears it), else the
+# repository's ../shared/data.
+from _datapaths import DATA, SKIP_PREFIX
 
 from nsjax import _data
 from nsjax._data import (
@@ -25,17 +28,13 @@ from nsjax._data import (
     to_unit_range,
 )
 
-# Real data: $NSJAX_DATA_DIR (read at import, before _isolated clears it), else the
-# repository's ../shared/data.
-DATA = Path(os.environ.get("NSJAX_DATA_DIR") or
-            Path(__file__).resolve().parents[2] / "shared" / "data").expanduser()
 EMBEDDED = Path(_data.__file__).resolve().parent / "_embedded"
 
 
 def _need(sub: str) -> Path:
     path = DATA / sub
     if not path.is_dir():
-        pytest.skip(f"shared data folder {path} is missing")
+        pytest.skip(f"{SKIP_PREFIX} {path} is missing")
     return path
 
 
@@ -130,7 +129,7 @@ def _write_cifar(folder: Path, per_batch: int = 3, batches=(1, 2, 3, 4, 5), name
 @pytest.fixture(scope="module")
 def mnist_full():
     if not (DATA / "mnist").is_dir():
-        pytest.skip(f"shared data folder {DATA / 'mnist'} is missing")
+        pytest.skip(f"{SKIP_PREFIX} {DATA / 'mnist'} is missing")
     return {s: load("mnist", s, data_dir=DATA, source="files") for s in ("train", "test")}
 
 
@@ -376,7 +375,7 @@ def test_embedded_sample(request):
     assert train.source == "embedded MNIST sample (10,000 train / 2,000 test) [md5 verified]"
     assert train.provenance == test.provenance == "verified"
     if not (DATA / "mnist").is_dir():
-        pytest.skip(f"shared data folder {DATA / 'mnist'} is missing: not compared")
+        pytest.skip(f"{SKIP_PREFIX} {DATA / 'mnist'} is missing: not compared")
     full = request.getfixturevalue("mnist_full")
     np.testing.assert_array_equal(train.images[0], full["train"].images[0])
     np.testing.assert_array_equal(train.images, full["train"].images[:10_000])

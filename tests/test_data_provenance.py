@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 import struct
 import warnings
@@ -14,6 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Read at import, before the _isolated fixture clears $NSJAX_DATA_DIR.
+from _datapaths import DATA as _SHARED
+from _datapaths import need
 
 from nsjax import _data
 from nsjax._data import (
@@ -24,9 +27,6 @@ from nsjax._data import (
     load,
 )
 
-# Read at import, before the _isolated fixture clears $NSJAX_DATA_DIR.
-_SHARED = Path(os.environ.get(_data.DATA_DIR_ENV) or
-               Path(__file__).resolve().parents[2] / "shared" / "data").expanduser()
 EMBEDDED = Path(_data.__file__).resolve().parent / "_embedded"
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -37,11 +37,7 @@ UNVERIFIED = " [unverified: checksums not the canonical ones]"
 def shared_data(sub: str) -> Path:
     """The real-data folder ``sub`` ($NSJAX_DATA_DIR, else the repository's ../shared/data);
     skips the test, saying where it looked, when it is not there."""
-    path = _SHARED / sub
-    if not path.is_dir():
-        pytest.skip(f"real data {path} is missing (set {_data.DATA_DIR_ENV} to a folder "
-                    f"holding {sub}/)")
-    return path
+    return need(_SHARED / sub)
 
 
 @pytest.fixture(autouse=True)

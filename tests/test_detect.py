@@ -1,10 +1,10 @@
 """Null-space steganalysis: ROC maths, the protocol, and AUC on real MNIST (held-out data)."""
 
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from _datapaths import MNIST, need
 
 import nsjax
 from nsjax._detect import (
@@ -16,9 +16,6 @@ from nsjax._detect import (
     roc_curve,
 )
 from nsjax._plots import plot_roc
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST = DATA / "mnist"
 
 
 def _auc_bruteforce(neg, pos):
@@ -48,8 +45,7 @@ def test_roc_curve_endpoints_and_area():
 
 @pytest.fixture(scope="module")
 def setup():
-    if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"MNIST IDX files not found under {MNIST}")
+    need(MNIST / "train-images-idx3-ubyte.gz")
     from nsjax import _data
     from nsjax._train import TrainConfig, train
 

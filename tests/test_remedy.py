@@ -1,23 +1,19 @@
 """The remedy table (trivial null space beside the paper's net) and the CLI wiring."""
 
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from _datapaths import MNIST, need
 
 import nsjax
 from nsjax._remedy import TABLE_KEYS, attack_space, compare, default_models, remedy
 from nsjax._stego import stego
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST = DATA / "mnist"
-
 
 @pytest.fixture(scope="module")
 def mnist():
-    if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"MNIST IDX files not found under {MNIST}")
+    need(MNIST / "train-images-idx3-ubyte.gz")
     from nsjax import _data
 
     tr = _data.load("mnist", "train", data_dir=MNIST, limit=1500)

@@ -1,12 +1,12 @@
 """Training, evaluation and the ``nsjax train`` command on a few thousand real MNIST images."""
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _datapaths import MNIST, need
 
 import nsjax
 from nsjax import _checkpoint
@@ -22,18 +22,15 @@ from nsjax._train import (
     train_step,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST = DATA / "mnist"
 ARCH = (784, 32, 16, 10)
 
 needs_mnist = pytest.mark.skipif(not (MNIST / "train-images-idx3-ubyte.gz").is_file(),
-                                 reason=f"MNIST IDX files not found under {MNIST}")
+                                 reason=f"needs data: {MNIST} is missing (set NSJAX_DATA_DIR)")
 
 
 @pytest.fixture(scope="module")
 def mnist():
-    if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"MNIST IDX files not found under {MNIST}")
+    need(MNIST / "train-images-idx3-ubyte.gz")
     from nsjax import _data
 
     tr = _data.load("mnist", "train", data_dir=MNIST, limit=3000)
