@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -129,7 +128,9 @@ def test_conv_cases_are_consistent(quick):
 def test_stego_row_present(quick):
     _, _, doc = quick
     (c,) = [c for c in doc["cases"] if c["group"] == "stego"]
-    assert c["status"] == "ok" and c["correct"]["alpha2_max_rel_err"] <= 1e-3
+    # nsjax's alpha2 against the float64 reference: the float32 basis and the (1 - 8 eps)
+    # shrink leave ~1e-6 relative; 1e-5 is 10x that
+    assert c["status"] == "ok" and c["correct"]["alpha2_max_rel_err"] <= 1e-5
 
 
 def test_markdown_has_every_section(quick):
@@ -189,7 +190,7 @@ def test_stego_reference_matches_nsjax():
     s, a2 = _stego_numpy(c.reshape(8, -1).astype(np.float64), h.reshape(8, -1).astype(
         np.float64), 0.2, lambda z: z - (z @ rb) @ rb.T, with_alpha=True)
     np.testing.assert_allclose(np.asarray(res.image).reshape(8, -1), s, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(res.alpha2), a2, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(res.alpha2), a2, rtol=1e-5)  # as above
 
 
 def test_measure_and_fits():
@@ -210,4 +211,3 @@ def test_measure_and_fits():
     assert math.isclose(fit_loglog([1, 10, 100], [2, 20, 200]), 1.0)
     aff = fit_affine([1, 2, 3], [5, 7, 9])
     assert math.isclose(aff["slope_ms"], 2.0) and math.isclose(aff["r2"], 1.0)
-    assert jax.devices()  # the harness runs on whatever JAX offers

@@ -12,7 +12,6 @@ from nsjax._certify import (
     Certificate,
     certify,
     dead_unit_dim,
-    default_n_points,
     first_layer_matrix,
     plant_cancelling_pair,
     plant_dead_units,
@@ -48,7 +47,8 @@ def test_trained_fcnn_bounds_meet(trained):
     c = certify(model, v, jax.random.key(0))
     assert isinstance(c, Certificate)
     assert c.lower == c.upper == 752 and c.meets
-    assert c.n == 784 and c.n_points == default_n_points(784, 10) and c.rows == 10 * c.n_points
+    # default points: 2 ceil(n / outputs) = 2 ceil(784 / 10) = 158
+    assert c.n == 784 and c.n_points == 158 and c.rows == 10 * c.n_points
     s = c.singular_values
     assert s.dtype == np.float64 and np.all(np.diff(s) <= 0)
     # the package's rule on the float64 stack, and a wide gap around the tolerance

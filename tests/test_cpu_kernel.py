@@ -284,7 +284,7 @@ print('worst/tol', worst)
 
 
 @needs_kernel
-def test_row_space_residual_no_worse_than_xla():
+def test_row_space_residual_within_a_few_ulps_on_both_paths():
     # what the invariant rests on: W1 project(x) ~ 0.  The kernel sums the coefficients in
     # blocks of 64 (measured 2.1e-7 relative against XLA's 4.4e-7 for this net and seed).
     model = nsjax.FCNN((784, 32, 16, 10))
@@ -297,7 +297,9 @@ def test_row_space_residual_no_worse_than_xla():
     def resid(y):
         return np.abs(np.asarray(y, np.float64).reshape(-1, 784) @ w1).max() / scale
 
+    # both paths are float32 FMA sums of length 784 against a float64-exact residual of 0:
+    # each stays within a few eps32 of |W1 x| (an absolute bound, not an ordering of the
+    # two, which an XLA upgrade could flip)
     fused = resid(ns.project(x))
-    xla = resid(_nullspace._apply(ns, x, "null", True, kernel=False))
-    assert fused <= xla, (fused, xla)
-    assert fused < 8 * EPS
+    xla = resid(ns.project(x, kernel=False))
+    assert fused < 8 * EPS and xla < 8 * EPS, (fused, xla)

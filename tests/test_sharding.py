@@ -128,8 +128,10 @@ def test_uneven_batch_is_a_clear_error(child):
 def test_invariance_check_accepts_sharded_probes(child):
     assert child["inv_passed"] == [True, True]
     assert max(child["inv_max_ulps"]) <= 64
-    # Same probes, same directions: the non-null control agrees up to float32 rounding.
-    assert child["inv_ctrl_err"] <= 1e-3
+    # Same probes, same directions: the non-null control agrees up to float32 rounding in
+    # another summation order: eps32 sqrt(784) ~ 3e-6 per forward pass, amplified in the
+    # difference f(x + a v) - f(x) (measured 1.5e-5); 5e-5 is ~3x that
+    assert child["inv_ctrl_err"] <= 5e-5
 
 
 # ------------------------------------------------------------------ in-process, 1+ devices
