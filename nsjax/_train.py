@@ -169,17 +169,27 @@ class TrainConfig:
 
 #: Per-dataset changes to the :class:`TrainConfig` defaults (see :func:`recipe`).
 RECIPES: dict[str, dict] = {
-    "mnist": {},
-    # Fashion-MNIST overfits (95.8 % train / 86.7 % test without it); max-norm on the
-    # first layer regularises W1 without zeroing dead units' rows as weight decay does.
-    "fashion_mnist": {"max_norm": 1.75},
+    # Trained longer than the defaults so that the mean confidence on the correctly
+    # predicted 0.2-rescaled copies reaches the paper's figure (Sec. 4.1).
+    "mnist": {"epochs": 150},
+    # No regularisation: the paper reports training-set confidences only, and those need
+    # the net fitted hard (max-norm, chosen for test accuracy, kept them low).
+    "fashion_mnist": {"epochs": 300, "max_norm": None},
 }
 
 
 def recipe(dataset: str | None = None, **changes) -> TrainConfig:
     """Our training recipe for ``dataset`` (``TrainConfig`` defaults + :data:`RECIPES`).
 
-    Unknown datasets get the defaults; ``changes`` override fields.
+    Aimed at the paper's training-set confidences (Sec. 4.1-4.2), not at test accuracy:
+
+    * ``"mnist"``: the defaults (Adam, peak lr 3e-3, 1 warmup epoch, cosine decay to 0,
+      batch 128, alpha 0.2, no weight decay, no max-norm) for 150 epochs instead of 100.
+    * ``"fashion_mnist"``: the same for 300 epochs, no max-norm (the net overfits: test
+      accuracy drops; the paper never reports it).
+
+    Searched in ``docs/results/training.md`` ("Confidence search (issue #15)").  Unknown
+    datasets get the defaults; ``changes`` override fields.
     """
     name = (dataset or "").lower().replace("-", "_")
     return TrainConfig(**{**RECIPES.get(name, {}), **changes})
