@@ -192,10 +192,11 @@ def test_cli_flags_override_the_dataset_recipe():
     def cfg(*flags):
         return config_from_args(parser.parse_args(["train", "--out", "x", *flags]))
 
-    assert cfg() == recipe("mnist") == TrainConfig()
-    assert cfg("--dataset", "fashion_mnist").max_norm == 1.75 == recipe("fashion-mnist").max_norm
-    c = cfg("--dataset", "fashion_mnist", "--max-norm", "0", "--alpha", "0", "--lr", "0.01")
-    assert c.max_norm is None and c.alpha is None and c.learning_rate == 0.01
+    assert cfg() == recipe("mnist") == TrainConfig(epochs=150)
+    assert cfg("--dataset", "fashion_mnist").epochs == 300 == recipe("fashion-mnist").epochs
+    c = cfg("--dataset", "fashion_mnist", "--max-norm", "1.5", "--alpha", "0", "--lr", "0.01")
+    assert c.max_norm == 1.5 and c.alpha is None and c.learning_rate == 0.01
+    assert cfg("--dataset", "fashion_mnist", "--max-norm", "0").max_norm is None
     assert cfg("--epochs", "7", "--seed", "2").replace(epochs=100, seed=0) == TrainConfig()
 
 
