@@ -80,8 +80,9 @@ def test_every_paper_number_is_measured_by_the_report(demo):
 
 def test_rerun_reuses_checkpoints_max_rule_and_foreign_covers(demo, capsys):
     out, first = demo
-    again = run_stego("mnist", out, source="embedded", n_pairs=40, alpha2_rule="max",
-                      cover_dataset="mnist", quiet=False, **TINY)
+    with pytest.warns(nsjax.data.IncompleteDatasetWarning):  # covers: the embedded sample
+        again = run_stego("mnist", out, source="embedded", n_pairs=40, alpha2_rule="max",
+                          cover_dataset="mnist", quiet=False, **TINY)
     assert capsys.readouterr().out.count("reusing checkpoint") == 2
     assert again["train_eval"] == first["train_eval"]
     s = again["stego"]  # the largest admissible weight: nothing capped
