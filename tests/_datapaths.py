@@ -23,3 +23,14 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{SKIP_PREFIX} {path} is missing (set NSJAX_DATA_DIR)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_env(monkeypatch, tmp_path):
+    """No user configuration leaks into data-loading tests: no ``$NSJAX_DATA_DIR``, an empty
+    tfds data dir, no system datasets.  Autouse in the modules that import it."""
+    from nsjax import _data
+
+    monkeypatch.delenv(_data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds-empty"))
+    monkeypatch.setattr(_data, "SYSTEM_ROOT", tmp_path / "no-system")

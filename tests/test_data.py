@@ -15,9 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Real data: $NSJAX_DATA_DIR (read at import, before _isolated clears it), else the
+# Real data: $NSJAX_DATA_DIR (read at import, before isolated_data_env clears it), else the
 # repository's ../shared/data.
-from _datapaths import DATA, SKIP_PREFIX
+from _datapaths import (
+    DATA,
+    SKIP_PREFIX,
+    isolated_data_env,  # noqa: F401  (autouse)
+)
 
 from nsjax import _data
 from nsjax._data import (
@@ -38,13 +42,6 @@ def _need(sub: str) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    """No user configuration leaks in: no $NSJAX_DATA_DIR, an empty tfds data dir, no
-    system datasets."""
-    monkeypatch.delenv(_data.DATA_DIR_ENV, raising=False)
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds-empty"))
-    monkeypatch.setattr(_data, "SYSTEM_ROOT", tmp_path / "no-system")
 
 
 # --------------------------------------------------------------------------- file writers

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-# Read at import, before the _isolated fixture clears $NSJAX_DATA_DIR.
 from _datapaths import DATA as _SHARED
-from _datapaths import need
+
+# Read at import, before the isolated_data_env fixture clears $NSJAX_DATA_DIR.
+from _datapaths import (
+    isolated_data_env,  # noqa: F401  (autouse)
+    need,
+)
 
 from nsjax import _data
 from nsjax._data import (
@@ -40,13 +43,6 @@ def shared_data(sub: str) -> Path:
     return need(_SHARED / sub)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    """No user configuration leaks in: no $NSJAX_DATA_DIR, an empty tfds data dir, no
-    system datasets."""
-    monkeypatch.delenv(_data.DATA_DIR_ENV, raising=False)
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds-empty"))
-    monkeypatch.setattr(_data, "SYSTEM_ROOT", tmp_path / "no-system")
 
 
 def _write_idx(path: Path, arr: np.ndarray, *, gz: bool = True) -> Path:
