@@ -7,7 +7,8 @@ The top level holds the core: null spaces (``null_space``, ``null_space_of``,
 ``conv_null_space``), the invariance check, steganography and its metrics, certification
 and detection. Larger concerns live in namespaces: ``nsjax.data`` (dataset readers),
 ``nsjax.training`` (optax training), ``nsjax.checkpoint``, ``nsjax.plots``,
-``nsjax.sharding`` and ``nsjax.remedy``.
+``nsjax.sharding`` and ``nsjax.remedy``.  The paper's experiments and the ones beyond it
+are library code in the subpackage ``nsjax.experiments`` (``import nsjax.experiments``).
 """
 
 from nsjax import _checkpoint as checkpoint
