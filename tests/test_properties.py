@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import nsjax
 
-SETTINGS = settings(max_examples=15, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
 EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
 
 
