@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 from nsjax import _cli_args
-from nsjax.experiments import _common
 from nsjax.experiments.detect import DEFAULT_ALPHAS
 
 __all__ = ["add_parser"]
@@ -42,20 +41,11 @@ def _shared_kwargs(args) -> dict:
             "quiet": args.quiet}
 
 
-def _not_run(args, experiment: str, err: Exception) -> int:
-    _common.not_run(args.out, experiment, err)
-    print(f"{experiment}: not run: {str(err).splitlines()[0]} (report: {args.out}/report.md)")
-    return 0
-
-
 def _cmd_certify(args) -> int:
     from nsjax.experiments.certify import run_certify
 
-    try:
-        r = run_certify(args.out, dataset=args.dataset, n_points=args.points,
-                        n_data_points=args.data_points, **_shared_kwargs(args))
-    except _common.DatasetNotFoundError as err:
-        return _not_run(args, "certify", err)
+    r = run_certify(args.out, dataset=args.dataset, n_points=args.points,
+                    n_data_points=args.data_points, **_shared_kwargs(args))
     print(f"certify: {sum(x['as_expected'] for x in r['rows'])}/{len(r['rows'])} as expected; "
           f"report: {args.out}/report.md")
     return 0 if r["all_as_expected"] else 1
@@ -64,11 +54,8 @@ def _cmd_certify(args) -> int:
 def _cmd_detect(args) -> int:
     from nsjax.experiments.detect import run_detect
 
-    try:
-        r = run_detect(args.out, datasets=args.datasets, alphas=args.alphas,
-                       statistics=args.statistics, fpr=args.fpr, **_shared_kwargs(args))
-    except _common.DatasetNotFoundError as err:
-        return _not_run(args, "detect", err)
+    r = run_detect(args.out, datasets=args.datasets, alphas=args.alphas,
+                   statistics=args.statistics, fpr=args.fpr, **_shared_kwargs(args))
     missing = [d for d, x in r["datasets"].items() if "not_run" in x]
     print(f"detect: {len(r['rows'])} rows"
           f"{'; not run: ' + ', '.join(missing) if missing else ''}; "
@@ -79,12 +66,9 @@ def _cmd_detect(args) -> int:
 def _cmd_remedy(args) -> int:
     from nsjax.experiments.remedy import run_remedy
 
-    try:
-        r = run_remedy(args.out, dataset=args.dataset, alpha1=args.alpha1, n_pairs=args.pairs,
-                       cnn=not args.no_cnn, attacks=args.attacks,
-                       n_jacobian_points=args.jacobian_points, **_shared_kwargs(args))
-    except _common.DatasetNotFoundError as err:
-        return _not_run(args, "remedy", err)
+    r = run_remedy(args.out, dataset=args.dataset, alpha1=args.alpha1, n_pairs=args.pairs,
+                   cnn=not args.no_cnn, attacks=args.attacks,
+                   n_jacobian_points=args.jacobian_points, **_shared_kwargs(args))
     print(f"remedy: {len(r['rows'])} rows; report: {args.out}/report.md")
     return 0
 
@@ -96,7 +80,7 @@ def _certify_flags(p: argparse.ArgumentParser) -> None:
                    help="uniform points in [-1, 1]^n (default 2 ceil(n / outputs))")
     p.add_argument("--data-points", type=int, default=1000,
                    help="training images for the data-only certificate row")
-    p.set_defaults(func=_cmd_certify)
+    p.set_defaults(func=_cmd_certify, experiment="certify")
 
 
 def _detect_flags(p: argparse.ArgumentParser) -> None:
@@ -108,7 +92,7 @@ def _detect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--statistics", type=_cli_args.names, default=None,
                    help="subset of consistency,gauss,ratio,perp (default: all)")
     p.add_argument("--fpr", type=float, default=0.01, help="target FPR (default 0.01)")
-    p.set_defaults(func=_cmd_detect)
+    p.set_defaults(func=_cmd_detect, experiment="detect")
 
 
 def _remedy_flags(p: argparse.ArgumentParser) -> None:
@@ -120,7 +104,7 @@ def _remedy_flags(p: argparse.ArgumentParser) -> None:
                    help="first_layer and/or jacobian (default: both)")
     p.add_argument("--jacobian-points", type=int, default=300)
     p.add_argument("--no-cnn", action="store_true", help="leave out the SAME CNN")
-    p.set_defaults(func=_cmd_remedy)
+    p.set_defaults(func=_cmd_remedy, experiment="remedy")
 
 
 _COMMANDS = {

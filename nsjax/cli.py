@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nsjax {args.command}: error: {err}", file=sys.stderr)
             return 2
         not_run(args.out, args.experiment, err)
-        print(f"nsjax {args.command}: not run: {str(err).splitlines()[0]}")
+        print(f"nsjax {args.command}: not run: {str(err).splitlines()[0]} (report: "
+              f"{args.out}/report.md)")
         return 0
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"nsjax {args.command}: error: {err}", file=sys.stderr)
