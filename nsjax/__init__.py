@@ -31,7 +31,7 @@ from nsjax._conv import (
 from nsjax._cpu_kernel import info as cpu_kernel_info
 from nsjax._detect import Detector, evaluate_detector, fit_detector, null_features, roc_auc
 from nsjax._experiment import evaluate_stego, make_pairs
-from nsjax._first_layer import FirstLayer, first_linear_layer, null_space_of
+from nsjax._first_layer import FirstLayer, find_first_map, first_linear_layer, null_space_of
 from nsjax._invariance import (
     DEFAULT_SCALES,
     InvarianceResult,
@@ -39,6 +39,7 @@ from nsjax._invariance import (
     check_invariance,
 )
 from nsjax._metrics import psnr, ssim
+from nsjax._model import LinearMap, Model, as_model
 from nsjax._models import CNN, FCNN, from_spec, init_params, input_shape_of, parse_arch, spec
 from nsjax._nullspace import (
     LargeSVDWarning,
@@ -74,11 +75,14 @@ __all__ = [
     "FCNN",
     "FirstLayer",
     "InvarianceResult",
+    "LinearMap",
     "LargeSVDWarning",
+    "Model",
     "NonFiniteError",
     "NullSpace",
     "StegoResult",
     "TrivialNullSpaceError",
+    "as_model",
     "assert_invariant",
     "certify",
     "check_domain",
@@ -95,6 +99,7 @@ __all__ = [
     "default_rtol",
     "evaluate_detector",
     "evaluate_stego",
+    "find_first_map",
     "exact_conv_rank",
     "first_linear_layer",
     "fit_detector",

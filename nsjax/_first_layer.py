@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -35,9 +36,10 @@ import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
+from nsjax._model import LinearMap, Model, as_model
 from nsjax._nullspace import NullSpace, _check_tolerances, null_space
 
-__all__ = ["null_space_of", "first_linear_layer", "FirstLayer"]
+__all__ = ["null_space_of", "first_linear_layer", "find_first_map", "FirstLayer"]
 
 _LINEAR = (nn.Dense, nn.Conv)
 
@@ -226,17 +228,20 @@ def _follow(jaxpr, tainted: set, consts: dict, linear: list, other: list) -> lis
                  if isinstance(v, jex_core.Var) and v in tainted]
         name = eqn.primitive.name
         if not reads:
-            # keep scalar constants computed from constants (e.g. a converted parameter)
+            # keep constants computed from constants (a converted or reshaped parameter)
             vals = [_known(v, consts) for v in eqn.invars]
             if (eqn.invars and all(v is not None for v in vals) and len(eqn.outvars) == 1
-                    and math.prod(eqn.outvars[0].aval.shape) == 1 and name not in _CALLS):
+                    and name not in _CALLS):
                 try:
                     consts[eqn.outvars[0]] = np.asarray(eqn.primitive.bind(*vals, **eqn.params))
                 except Exception:  # noqa: BLE001 - unknown stays unknown (conservative)
                     pass
             continue
-        if name in _RELAYOUT and (name != "convert_element_type"
-                                  or jnp.issubdtype(eqn.params["new_dtype"], jnp.floating)):
+        if (name in _RELAYOUT and (name != "convert_element_type"
+                                   or jnp.issubdtype(eqn.params["new_dtype"], jnp.floating))
+                or (name == "broadcast_in_dim"  # adding unit axes only: a reshape
+                    and math.prod(eqn.outvars[0].aval.shape)
+                    == math.prod(eqn.invars[0].aval.shape))):
             tainted.update(eqn.outvars)
         elif name in ("mul", "div", "neg"):
             why = _scalar_factor(eqn, tainted, consts)
@@ -246,7 +251,7 @@ def _follow(jaxpr, tainted: set, consts: dict, linear: list, other: list) -> lis
                 other.append((f"{name} ({why})", _where(eqn)))
         elif name in _LINEAR_PRIMS:
             if reads == [0] or (name == "dot_general" and reads == [1]):
-                linear.append(eqn)
+                linear.append(_Linear(eqn, reads[0], consts))
             else:
                 other.append((f"{name} with the input on both sides", _where(eqn)))
         elif name in _CALLS:
@@ -268,15 +273,33 @@ def _follow(jaxpr, tainted: set, consts: dict, linear: list, other: list) -> lis
     return [isinstance(v, jex_core.Var) and v in tainted for v in jaxpr.outvars]
 
 
-def _check_single_reader(model: nn.Module, variables, x: jax.Array, layer_path: str) -> None:
-    """Raise ``ValueError`` unless the first linear map is the only reader of the input."""
+class _Linear(NamedTuple):
+    """A linear equation reading the input: the operand index of the input and the known
+    values of its scope (the kernel is one of them)."""
+
+    eqn: Any
+    side: int
+    consts: dict
+
+
+def _check_single_reader(model: nn.Module, variables, x: jax.Array, layer_path: str) -> _Linear:
+    """Raise ``ValueError`` unless the first linear map is the only reader of the input;
+    return that map's equation."""
+    return _single_reader(lambda x: model.apply(variables, x), type(model).__name__, x,
+                          layer_path)
+
+
+def _single_reader(fn, name: str, x: jax.Array, layer_path: str | None) -> _Linear:
+    """The one linear equation that reads ``x`` in ``fn``; ``ValueError`` if there is not
+    exactly one, or if anything else reads the input."""
     try:
-        closed = jax.make_jaxpr(lambda x: model.apply(variables, x))(x)
+        closed = jax.make_jaxpr(fn)(x)
     except Exception as e:  # noqa: BLE001 - any tracing failure: say what we needed
         raise ValueError(
-            f"could not trace {type(model).__name__} to check that its first linear layer "
-            f"({layer_path}) is the only consumer of the input ({type(e).__name__}: {e}); "
-            "pass the first layer's matrix to nsjax.null_space() explicitly") from e
+            f"could not trace {name} on an input of shape {tuple(x.shape)} to find its "
+            f"first linear map ({type(e).__name__}: {e}); check input_shape (the shape of "
+            "ONE input) and batched=, or describe the first layer explicitly: "
+            "first_layer=nsjax.LinearMap.dense(...) or .conv(...)") from e
     jaxpr = closed.jaxpr
     consts = dict(zip(jaxpr.constvars, closed.consts))
     linear: list = []
@@ -285,25 +308,128 @@ def _check_single_reader(model: nn.Module, variables, x: jax.Array, layer_path: 
     if any(reaches_output):
         other.append(("the model's output (returned without a linear map)", "the model"))
     if len(linear) > 1:
-        other.extend((f"a second linear map ({e.primitive.name})", _where(e)) for e in linear[1:])
+        other.extend((f"a second linear map ({e.eqn.primitive.name})", _where(e.eqn))
+                     for e in linear[1:])
     if not other and len(linear) == 1:
-        return
+        return linear[0]
     what = "; ".join(f"{w} in {p}" for w, p in other[:4])
     more = f" and {len(other) - 4} more" if len(other) > 4 else ""
+    if not linear:
+        raise ValueError(
+            f"found no linear map (dot_general / conv_general_dilated) applied to the input "
+            f"of {name}; the input is read by: {what or 'nothing'}{more}.  The model's first "
+            "operation must be a dense or conv layer on the input (paper, Def. 2.2); if it "
+            "is and nsjax cannot see it, pass first_layer=nsjax.LinearMap.dense(kernel, "
+            "layout=...) or nsjax.LinearMap.conv(kernel, ...)")
+    first = layer_path or f"{linear[0].eqn.primitive.name} in {_where(linear[0].eqn)}"
     raise ValueError(
-        f"the input of {type(model).__name__} is read not only by its first linear layer "
-        f"({layer_path}) but also by: {what}{more}.  Directions that layer ignores can reach "
-        "the output that way (a skip connection or second head), so Null(f1) is not a null "
-        "space of the model.  If you know the input reaches the network only through that "
-        "layer, pass its matrix explicitly: nsjax.null_space(kernel.T, input_shape=...) with "
-        f"kernel = variables['params'][...]['kernel'] of {layer_path}")
+        f"the input of {name} is read not only by its first linear map ({first}) but also "
+        f"by: {what}{more}.  Directions that map ignores can reach the output that way (a "
+        "skip connection or second head), so Null(f1) is not a null space of the model.  "
+        "If you know the input reaches the network only through that layer, describe it "
+        "explicitly: first_layer=nsjax.LinearMap.dense(kernel, layout=...) (or "
+        "nsjax.null_space(kernel.T, input_shape=...) for a Flax (in, out) kernel)")
+
+
+def _map_from_eqn(lin: _Linear, n: int, name: str) -> tuple[LinearMap, tuple[int, ...]]:
+    """The :class:`LinearMap` a traced linear equation applies to the (flat) input, and the
+    shape of one input as the map sees it (the flat order is the model input's: only
+    reshapes and scalings run before it)."""
+    eqn, side = lin.eqn, lin.side
+    kernel = _known(eqn.invars[1 - side], lin.consts)
+    where = f"{eqn.primitive.name} in {_where(eqn)}"
+    if kernel is None:
+        raise ValueError(
+            f"the first linear map of {name} ({where}) multiplies the input by weights that "
+            "are not fixed constants of the model (computed from the input or passed at "
+            "call time); describe it with first_layer=nsjax.LinearMap.dense/.conv")
+    kernel = jnp.asarray(kernel)
+    xshape = tuple(eqn.invars[side].aval.shape)
+    xdtype = eqn.invars[side].aval.dtype
+    p = eqn.params
+    if eqn.primitive.name == "dot_general":
+        (lc, rc), (lb, rb) = p["dimension_numbers"]
+        cx, ck, bx = (lc, rc, lb) if side == 0 else (rc, lc, rb)
+        if (not bx and kernel.ndim == 2 and len(ck) == 1
+                and math.prod(xshape[d] for d in cx) == n):
+            return LinearMap.dense(kernel, "in_out" if ck[0] == 0 else "out_in"), (n,)
+    else:
+        dn = p["dimension_numbers"]
+        if (len(xshape) == 4 and xshape[0] == 1 and tuple(dn.lhs_spec) == (0, 3, 1, 2)
+                and tuple(dn.rhs_spec) == (3, 2, 0, 1) and set(p["lhs_dilation"]) == {1}
+                and p["feature_group_count"] == 1 and p["batch_group_count"] == 1):
+            padding = tuple(tuple(int(v) for v in pair) for pair in p["padding"])
+            return (LinearMap.conv(kernel, strides=tuple(p["window_strides"]), padding=padding,
+                                   dilation=tuple(p["rhs_dilation"])), xshape[1:])
+
+    def f1(xflat):  # any other layout: the equation itself, materialised below
+        xo = xflat.reshape(xshape).astype(xdtype)
+        ops = (xo, kernel) if side == 0 else (kernel, xo)
+        return eqn.primitive.bind(*ops, **p).reshape(-1)
+
+    matrix = jax.jit(jax.jacfwd(f1))(jnp.zeros((n,), jnp.result_type(xdtype, jnp.float32)))
+    return LinearMap.dense(matrix, "out_in"), (n,)
+
+
+def find_first_map(model, input_shape: Sequence[int] | None = None) -> LinearMap:
+    """The first linear map of any :class:`nsjax.Model` (or what :func:`nsjax.as_model`
+    accepts), found by tracing it once.
+
+    Raises:
+      ValueError: no linear map reads the input, something else reads it too (a skip
+        connection, an activation before the first layer), or its weights are not fixed.
+    """
+    return _discover(as_model(model), input_shape)[0]
+
+
+def _discover(m: Model, input_shape) -> tuple[LinearMap, tuple[int, ...]]:
+    shape = m.resolve_input_shape(input_shape)
+    n = math.prod(shape)
+    x = jax.random.uniform(jax.random.key(0), ((1,) if m.batched else ()) + shape,
+                           minval=-1.0, maxval=1.0)
+    name = repr(m)
+    lin = _single_reader(lambda x: m.apply_fn(m.params, x), name, x, None)
+    return _map_from_eqn(lin, n, name)
+
+
+def _operator_matches(given: LinearMap, found: LinearMap, n: int) -> bool:
+    """Whether two dense maps are the same up to a nonzero scalar (a fixed input scaling
+    before the first layer keeps the null space); float32 rounding tolerance."""
+    a = np.asarray(given.operator(n), np.float64)
+    b = np.asarray(found.operator(n), np.float64)
+    if a.shape != b.shape:
+        return False
+    c = float((a * b).sum()) / max(float((b * b).sum()), 1e-300)
+    return bool(c != 0 and np.abs(a - c * b).max() <= 1e-5 * max(np.abs(a).max(), 1e-30))
+
+
+def _explicit_null_space(m: Model, shape, rtol, atol) -> NullSpace:
+    """``Null(f1)`` from the explicit ``first_layer``, cross-checked against the traced map
+    when the model can be traced (a dense kernel in the wrong orientation is an error)."""
+    given: LinearMap = m.first_layer
+    n = math.prod(shape)
+    if given.kind == "dense":
+        given.operator(n)  # shape/orientation against the input size
+        try:
+            found, _ = _discover(m, shape)
+        except (ValueError, TypeError):
+            found = None  # not traceable: the explicit description is trusted
+        if found is not None and found.kind == "dense" and not _operator_matches(given, found, n):
+            raise ValueError(
+                f"first_layer={given!r} does not match the first linear map traced in the "
+                f"model ({found!r}); a square kernel in the wrong layout (in_out vs out_in) "
+                "looks like this")
+    return given.null_space(shape, rtol=rtol, atol=atol)
 
 
 def null_space_of(
-    model: nn.Module,
-    variables,
-    input_shape: Sequence[int],
+    model,
+    variables=None,
+    input_shape: Sequence[int] | None = None,
     *,
+    first_layer: LinearMap | None = None,
+    params=None,
+    batched: bool | None = None,
     rtol: float | None = None,
     atol: float = 0.0,
 ) -> NullSpace:
@@ -313,17 +439,52 @@ def null_space_of(
     cases; for a CNN it is the intersection of the null spaces of the first-layer kernels.
 
     Args:
-      model: a Flax Linen module whose first operation is ``nn.Dense`` or ``nn.Conv``.
-      variables: its variables, ``{"params": ...}`` as returned by ``model.init``.
-      input_shape: shape of ONE input, e.g. ``(28, 28, 1)`` or ``(784,)``.
+      model: any model :func:`nsjax.as_model` accepts: a Flax Linen module (with
+        ``variables``), a Flax NNX module, an Equinox module or a JAX callable ``f(x)``
+        (``f(params, x)`` with ``params=``), or a :class:`nsjax.Model`.  Its first operation
+        must be a dense or conv layer on the input; it is found by tracing the model.
+      variables: Linen only, ``{"params": ...}`` as returned by ``model.init``.  (For other
+        models a tuple of ints here is taken as ``input_shape``.)
+      input_shape: shape of ONE input, e.g. ``(28, 28, 1)`` or ``(784,)`` (optional when the
+        model knows it: nsjax's models, NNX models starting with ``nnx.Linear``).
+      first_layer: explicit :class:`nsjax.LinearMap` of the first linear map, for models in
+        which it cannot be traced; checked against the input size (and against the traced
+        map when there is one).
+      params, batched: see :func:`nsjax.as_model`.
       rtol, atol: rank tolerance, see :func:`nsjax.null_space`.
 
     Returns:
       :class:`NullSpace` over ``R^n``, ``n = prod(input_shape)``, with ``input_shape`` set so
       that images ``(..., H, W, C)`` can be projected directly.
+
+    Raises:
+      ValueError: the first operation is not linear, the input has another reader (a skip
+        connection), the explicit ``first_layer`` does not fit; the message says what was
+        found and how to pass the first layer.
     """
     _check_tolerances(rtol, atol)  # before tracing the model: finite and >= 0
-    input_shape = tuple(int(d) for d in input_shape)
+    if (not isinstance(model, nn.Module) and input_shape is None
+            and isinstance(variables, tuple | list) and all(isinstance(d, int) for d in variables)):
+        variables, input_shape = None, variables
+    if isinstance(model, nn.Module) and first_layer is None:
+        if input_shape is None:
+            input_shape = as_model(model, variables).resolve_input_shape()
+        return _linen_null_space(model, variables, tuple(int(d) for d in input_shape),
+                                 rtol, atol)
+    m = as_model(model, variables, params=params, input_shape=input_shape,
+                 first_layer=first_layer, batched=batched)
+    shape = m.resolve_input_shape()
+    if m.first_layer is not None:
+        return _explicit_null_space(m, shape, rtol, atol)
+    found, arg_shape = _discover(m, shape)
+    ns = found.null_space(arg_shape, rtol=rtol, atol=atol)
+    if ns.patch is None and tuple(ns.input_shape) != shape:
+        ns = ns.replace(input_shape=shape)  # same flat order: the layer sees a reshape
+    return ns
+
+
+def _linen_null_space(model: nn.Module, variables, input_shape, rtol, atol) -> NullSpace:
+    """Linen route: the first module called, found with ``nn.intercept_methods``."""
     layer = first_linear_layer(model, variables, input_shape)
     if isinstance(layer.module, nn.Dense) and len(layer.arg_shape) == 1:
         kernel = layer.variables["params"]["kernel"]  # (n, out): Flax's in x out layout
