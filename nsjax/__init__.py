@@ -11,12 +11,7 @@ and detection. Larger concerns live in namespaces: ``nsjax.data`` (dataset reade
 are library code in the subpackage ``nsjax.experiments`` (``import nsjax.experiments``).
 """
 
-from nsjax import _checkpoint as checkpoint
-from nsjax import _data as data
-from nsjax import _plots as plots
-from nsjax import _remedy as remedy
-from nsjax import _sharding as sharding
-from nsjax import _train as training
+from nsjax import checkpoint, data, plots, remedy, sharding, training
 from nsjax._certify import Certificate, certify, stacked_jacobian
 from nsjax._conv import (
     CroppedPatchNullSpace,

@@ -50,7 +50,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nsjax._first_layer import first_linear_layer, null_space_of
+from nsjax._model import Model, as_model
 from nsjax._models import CNN, FCNN, input_shape_of
 from nsjax._nullspace import NullSpace, null_space
 
@@ -134,7 +135,17 @@ def _to_f64(tree):
                                                                jnp.floating) else a, tree)
 
 
-def stacked_jacobian(model: nn.Module, variables, points, *, input_shape=None,
+def _model_args(model, variables, rest, input_shape) -> tuple[Model, tuple[int, ...], Any]:
+    """Normalise ``(model, variables, <next positional>)``: a non-Linen model has no
+    variables, so its second positional argument is the next one (``certify(nnx_model,
+    key)``, ``stacked_jacobian(eqx_mlp, points)``)."""
+    if not isinstance(model, nn.Module | Model) and rest is None:
+        variables, rest = None, variables
+    m = as_model(model, variables, input_shape=input_shape)
+    return m, m.resolve_input_shape(), rest
+
+
+def stacked_jacobian(model, variables=None, points=None, *, input_shape=None,
                      mode: str = "auto", chunk: int = 32, x64: bool = True) -> np.ndarray:
     """``[J_f(x_1); ...; J_f(x_p)]`` as a float64 NumPy array of shape ``(p * m, n)``.
 
@@ -143,56 +154,78 @@ def stacked_jacobian(model: nn.Module, variables, points, *, input_shape=None,
     ``x64=False`` computes in float32 instead (only to show the rounding floor it leaves).
 
     Args:
-      model, variables: a Flax model and ``{"params": ...}``.
+      model, variables: any model :func:`nsjax.as_model` accepts (Linen: with its
+        ``{"params": ...}``; NNX, Equinox, callables: ``stacked_jacobian(model, points)``).
       points: ``(p, n)`` or ``(p, *input_shape)`` inputs.
-      input_shape: shape of one input (default ``nsjax.input_shape_of(model)``).
+      input_shape: shape of one input (default: the model's, see :func:`nsjax.as_model`).
       mode: ``"rev"`` (``jax.jacrev``), ``"fwd"`` (``jax.jacfwd``) or ``"auto"`` (reverse
         mode when the network has fewer outputs than inputs).
       chunk: points per jitted ``vmap`` call.
     """
-    input_shape = tuple(input_shape or input_shape_of(model))
+    m, input_shape, points = _model_args(model, variables, points, input_shape)
+    if points is None:
+        raise ValueError("no points: pass a (p, n) or (p, *input_shape) array")
     n = math.prod(input_shape)
     pts = np.asarray(points, np.float64).reshape(-1, n)
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
     dtype = jnp.float64 if x64 else jnp.float32
     with jax.enable_x64(x64):
-        v = _to_f64(variables) if x64 else variables
-        out_shape = jax.eval_shape(lambda x: model.apply(v, x.reshape((1,) + input_shape)),
+        m64 = m.replace(params=_to_f64(m.params)) if x64 else m
+        out_shape = jax.eval_shape(lambda x: m64.single(x.reshape(input_shape)),
                                    jax.ShapeDtypeStruct((n,), dtype))
-        m = math.prod(out_shape.shape)
-        rev = mode == "rev" or (mode == "auto" and m < n)
+        outputs = math.prod(out_shape.shape)
+        rev = mode == "rev" or (mode == "auto" and outputs < n)
         out = []
         for i in range(0, pts.shape[0], chunk):
             block = pts[i:i + chunk]
             k = block.shape[0]
             if k < chunk and pts.shape[0] > chunk:  # pad: one compiled shape
                 block = np.concatenate([block, np.repeat(block[-1:], chunk - k, 0)])
-            jac = _jacobians(model, v, jnp.asarray(block, dtype), input_shape, rev)
+            jac = _jacobians(m64, jnp.asarray(block, dtype), input_shape, rev)
             out.append(np.asarray(jac, np.float64)[:k].reshape(-1, n))
     return np.concatenate(out) if out else np.zeros((0, n))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "input_shape", "rev"))
-def _jacobians(model, variables, x, input_shape, rev):
-    """``(p, m, n)`` Jacobians of the flat-input model at the rows of ``x`` (cached per model,
-    shape, dtype and x64 mode)."""
+@functools.partial(jax.jit, static_argnames=("input_shape", "rev"))
+def _jacobians(model: Model, x, input_shape, rev):
+    """``(p, m, n)`` Jacobians of the flat-input model at the rows of ``x`` (cached per
+    architecture, shape, dtype and x64 mode: the model's params are traced)."""
 
-    def f(xx, v):
-        return model.apply(v, xx.reshape((1,) + input_shape)).reshape(-1)
+    def f(xx, mm):
+        return mm.single(xx.reshape(input_shape)).reshape(-1)
 
     jf = jax.jacrev(f) if rev else jax.jacfwd(f)
-    return jax.vmap(jf, in_axes=(0, None))(x, variables)
+    return jax.vmap(jf, in_axes=(0, None))(x, model)
+
+
+def _points(key, n_points, n, data, bounds) -> tuple[np.ndarray, str]:
+    """The uniform points in ``bounds`` plus ``data``, and their description."""
+    lo, hi = (float(b) for b in bounds)
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"bounds must be finite with lo < hi, got {bounds}")
+    parts, kinds = [], []
+    if n_points:
+        parts.append(np.asarray(jax.random.uniform(key, (n_points, n), jnp.float32, lo, hi)))
+        kinds.append(f"{n_points} uniform[{lo:g},{hi:g}]")
+    if data is not None:
+        d = np.asarray(data, np.float32).reshape(-1, n)
+        parts.append(d)
+        kinds.append(f"{d.shape[0]} data")
+    if not parts:
+        raise ValueError("no points: give n_points > 0 or data")
+    return np.concatenate(parts), " + ".join(kinds)
 
 
 def certify(
-    model: nn.Module,
-    variables,
-    key: jax.Array,
+    model,
+    variables=None,
+    key: jax.Array | None = None,
     n_points: int | None = None,
     *,
     input_shape: Sequence[int] | None = None,
     data=None,
+    bounds: tuple[float, float] = (-1.0, 1.0),
     rtol: float | None = None,
     atol: float = 0.0,
     mode: str = "auto",
@@ -201,13 +234,17 @@ def certify(
     """Lower and upper bound of ``dim N(f)``, and whether they meet (module docstring).
 
     Args:
-      model, variables: a Flax model whose first operation is ``nn.Dense``/``nn.Conv``
-        (``nsjax.FCNN``, ``nsjax.CNN``) and its ``{"params": ...}``.
+      model, variables: any model :func:`nsjax.as_model` accepts whose first operation is a
+        dense or conv layer: a Linen module with its ``{"params": ...}``
+        (``certify(model, variables, key)``), or an NNX / Equinox module or a callable
+        (``certify(model, key)``).
       key: PRNG key for the uniform points.
-      n_points: points drawn uniformly from ``[-1, 1]^n`` (default
+      n_points: points drawn uniformly from the image domain ``bounds`` (default
         :func:`default_n_points`; 0 allowed when ``data`` is given).
-      input_shape: shape of one input (default ``nsjax.input_shape_of(model)``).
+      input_shape: shape of one input (default: the model's).
       data: optional ``(p_data, ...)`` extra points (e.g. training images), all used.
+      bounds: ``(lo, hi)`` of the image domain the uniform points are drawn from (default
+        the paper's ``[-1, 1]``; ``(0, 1)`` for images scaled by 1/255).
       rtol, atol: rank tolerance for the stacked Jacobian (:func:`nsjax.null_space`'s rule;
         default ``rtol = max(rows, n) * eps(float64)``).  The lower bound uses the package's
         default rule on the first layer.
@@ -216,28 +253,18 @@ def certify(
     Returns:
       :class:`Certificate`.
     """
-    input_shape = tuple(int(d) for d in (input_shape or input_shape_of(model)))
+    m, input_shape, key = _model_args(model, variables, key, input_shape)
     n = math.prod(input_shape)
-    lower = null_space_of(model, variables, input_shape)
-    m = int(jax.eval_shape(lambda x: model.apply(variables, x),
-                           jax.ShapeDtypeStruct((1,) + input_shape, jnp.float32)).size)
+    lower = null_space_of(m)
+    outputs = int(jax.eval_shape(m.single, jax.ShapeDtypeStruct(input_shape, jnp.float32)).size)
     if n_points is None:
-        n_points = 0 if data is not None else default_n_points(n, m)
+        n_points = 0 if data is not None else default_n_points(n, outputs)
     if n_points < 0:
         raise ValueError(f"n_points must be >= 0, got {n_points}")
-    parts, kinds = [], []
-    if n_points:
-        parts.append(np.asarray(jax.random.uniform(key, (n_points, n), jnp.float32, -1.0, 1.0)))
-        kinds.append(f"{n_points} uniform[-1,1]")
-    if data is not None:
-        d = np.asarray(data, np.float32).reshape(-1, n)
-        parts.append(d)
-        kinds.append(f"{d.shape[0]} data")
-    if not parts:
-        raise ValueError("no points: give n_points > 0 or data")
-    pts = np.concatenate(parts)
-    stack = stacked_jacobian(model, variables, pts, input_shape=input_shape, mode=mode,
-                             chunk=chunk)
+    if n_points and key is None:
+        raise ValueError("certify needs a PRNG key for its uniform points (jax.random.key(0))")
+    pts, kinds = _points(key, n_points, n, data, bounds)
+    stack = stacked_jacobian(m, points=pts, mode=mode, chunk=chunk)
     with jax.enable_x64(True):
         up = null_space(jnp.asarray(stack), rtol=rtol, atol=atol, input_shape=input_shape)
         s = np.asarray(up.singular_values, np.float64)
@@ -253,7 +280,7 @@ def certify(
         lower=int(lower.dim), upper=int(up.dim), meets=int(lower.dim) == int(up.dim), n=n,
         n_points=int(pts.shape[0]), rows=int(stack.shape[0]), singular_values=s, tol=tol,
         rtol=used_rtol, lower_tol=float(lower.tol), containment=containment,
-        points=" + ".join(kinds), lower_space=lower, upper_space=upper)
+        points=kinds, lower_space=lower, upper_space=upper)
 
 
 def _containment(lower: NullSpace, upper_row_basis: np.ndarray) -> float:

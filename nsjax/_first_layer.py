@@ -466,6 +466,10 @@ def null_space_of(
     if (not isinstance(model, nn.Module) and input_shape is None
             and isinstance(variables, tuple | list) and all(isinstance(d, int) for d in variables)):
         variables, input_shape = None, variables
+    if isinstance(model, Model) and model.kind == "linen" and first_layer is None:
+        if input_shape is None:
+            input_shape = model.resolve_input_shape()
+        model, variables = model.module, model.params  # the Linen route below
     if isinstance(model, nn.Module) and first_layer is None:
         if input_shape is None:
             input_shape = as_model(model, variables).resolve_input_shape()
