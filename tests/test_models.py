@@ -42,3 +42,42 @@ def test_parse_arch_and_activation_errors():
             nsjax.parse_arch(bad)
     with pytest.raises(ValueError, match="activation"):
         nsjax.init_params(nsjax.FCNN((4, 2), activation="tanh"), jax.random.key(0))
+
+
+@pytest.mark.parametrize("kw", [{"arch": (784, 32, 16, 10)},
+                                {"input_shape": (12, 12, 3), "kernels": 4, "padding": "SAME",
+                                 "pool": 2, "hidden": (8,), "num_classes": 5},
+                                {"input_shape": (12, 12, 3), "kernels": 2, "stride": 2}])
+def test_nnx_twins_compute_the_linen_function(kw):
+    from flax import nnx
+
+    from nsjax._models import NNXCNN, NNXFCNN
+
+    nnx_cls, linen_cls = (NNXFCNN, nsjax.FCNN) if "arch" in kw else (NNXCNN, nsjax.CNN)
+    m = nnx_cls(**kw, rngs=nnx.Rngs(0))
+    params = nnx.to_pure_dict(nnx.state(m))  # the Linen parameter tree
+    lin = linen_cls(**kw)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, nsjax.init_params(lin, jax.random.key(0))["params"])
+    x = jax.random.uniform(jax.random.key(1), (3,) + nsjax.input_shape_of(m), minval=-1)
+    assert jnp.array_equal(m(x), lin.apply({"params": params}, x))
+    s = nsjax.spec(m)
+    assert s["api"] == "nnx" and "api" not in nsjax.spec(lin)
+    assert nsjax.spec(nsjax.from_spec(s)) == s
+
+
+def test_spec_of_a_custom_model_names_its_class():
+    import flax.linen as nn
+
+    class Mine(nn.Module):
+        width: int = 3
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(self.width)(x)
+
+    s = nsjax.spec(Mine())
+    assert s["family"] == "custom" and s["api"] == "linen" and s["fields"] == {"width": 3}
+    assert s["class"].endswith(":test_spec_of_a_custom_model_names_its_class.<locals>.Mine")
+    with pytest.raises(ValueError, match="custom linen model.*pass the model"):
+        nsjax.from_spec(s)
