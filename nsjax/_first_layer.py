@@ -473,14 +473,26 @@ def null_space_of(
     if isinstance(model, nn.Module) and first_layer is None:
         if input_shape is None:
             input_shape = as_model(model, variables).resolve_input_shape()
-        return _linen_null_space(model, variables, tuple(int(d) for d in input_shape),
-                                 rtol, atol)
+        input_shape = tuple(int(d) for d in input_shape)
+        try:
+            return _linen_null_space(model, variables, input_shape, rtol, atol)
+        except ValueError as linen_error:  # no nn.Dense/nn.Conv first: try the traced route
+            try:
+                found, arg_shape = _discover(as_model(model, variables, input_shape=input_shape),
+                                             input_shape)
+            except (ValueError, TypeError):
+                raise linen_error from None
+            return _found_null_space(found, arg_shape, input_shape, rtol, atol)
     m = as_model(model, variables, params=params, input_shape=input_shape,
                  first_layer=first_layer, batched=batched)
     shape = m.resolve_input_shape()
     if m.first_layer is not None:
         return _explicit_null_space(m, shape, rtol, atol)
     found, arg_shape = _discover(m, shape)
+    return _found_null_space(found, arg_shape, shape, rtol, atol)
+
+
+def _found_null_space(found: LinearMap, arg_shape, shape, rtol, atol) -> NullSpace:
     ns = found.null_space(arg_shape, rtol=rtol, atol=atol)
     if ns.patch is None and tuple(ns.input_shape) != shape:
         ns = ns.replace(input_shape=shape)  # same flat order: the layer sees a reshape
