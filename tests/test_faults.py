@@ -20,9 +20,9 @@ from nsjax.experiments import _common
 
 MODEL = nsjax.FCNN((16, 8, 4))
 
-# kill the k-th call of the functions a checkpoint save uses to write: the two file
-# writes, the rename of the old checkpoint aside, the rename of the new one in, and the
-# removal of the old one
+# kill the k-th call of the functions a checkpoint save uses to write: orbax's rename of
+# its finished state/ into the temporary checkpoint, the meta.json write, the rename of the
+# old checkpoint aside, the rename of the new one in, and the removal of the old one
 _SAVE_SCRIPT = textwrap.dedent("""
     import os, shutil, sys
     import jax, nsjax
@@ -65,7 +65,7 @@ def test_a_save_killed_at_each_step_leaves_a_whole_checkpoint(tmp_path):
     done = _save_killed_at(target, 0, 1)  # 0: never killed, counts the steps
     assert done.returncode == 0, done.stderr
     steps = int(done.stdout)
-    assert steps == 5  # write params, write meta, old aside, new in, remove old
+    assert steps == 5  # orbax state in, write meta, old aside, new in, remove old
     for k in range(1, steps + 1):
         _checkpoint.save(target, MODEL, _params(0))  # the previous good checkpoint
         run = _save_killed_at(target, k, 1)
@@ -83,7 +83,9 @@ def test_a_save_killed_at_each_step_leaves_a_whole_checkpoint(tmp_path):
                                     "model null", "truncated meta", "digest removed"])
 def test_a_damaged_checkpoint_is_refused(tmp_path, damage):
     _checkpoint.save(tmp_path / "ck", MODEL, _params(0))
-    meta_path, params_path = tmp_path / "ck" / "meta.json", tmp_path / "ck" / "params.msgpack"
+    meta_path = tmp_path / "ck" / "meta.json"
+    params_path = max((p for p in (tmp_path / "ck" / "state").rglob("*") if p.is_file()),
+                      key=lambda p: p.stat().st_size)  # the array data
     meta = json.loads(meta_path.read_text())
     if damage == "params byte":
         blob = bytearray(params_path.read_bytes())
@@ -101,7 +103,7 @@ def test_a_damaged_checkpoint_is_refused(tmp_path, damage):
         else:
             del meta["digest"]
         meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ValueError):
+    with pytest.raises(_checkpoint.CheckpointError):
         _checkpoint.restore(tmp_path / "ck")
 
 
@@ -129,7 +131,7 @@ def test_a_damaged_cached_checkpoint_is_set_aside_and_retrained(tmp_path, capsys
     cfg = nsjax.training.recipe("mnist", epochs=1, batch_size=16)
     v1, _, _ = _common.train_or_restore(tmp_path, "net", MODEL, cfg, ds, p)
     (ck,) = (tmp_path / "checkpoints").iterdir()
-    (ck / "params.msgpack").write_bytes(b"garbage")
+    next(p for p in (ck / "state").rglob("*") if p.is_file()).write_bytes(b"garbage")
     v2, _, reused = _common.train_or_restore(tmp_path, "net", MODEL, cfg, ds, p)
     out = capsys.readouterr().out
     assert not reused and "cannot be trusted" in out and "moved to" in out
