@@ -7,11 +7,13 @@ The top level holds the core: null spaces (``null_space``, ``null_space_of``,
 ``conv_null_space``), the invariance check, steganography and its metrics, certification
 and detection. Larger concerns live in namespaces: ``nsjax.data`` (dataset readers),
 ``nsjax.training`` (optax training), ``nsjax.checkpoint``, ``nsjax.plots``,
-``nsjax.sharding`` and ``nsjax.remedy``.  The paper's experiments and the ones beyond it
-are library code in the subpackage ``nsjax.experiments`` (``import nsjax.experiments``).
+``nsjax.sharding``, ``nsjax.remedy`` and ``nsjax.nnx`` (NNX versions of the paper's
+models).  Any model goes through one protocol, :func:`nsjax.as_model`.  The paper's
+experiments and the ones beyond it are library code in the subpackage
+``nsjax.experiments`` (``import nsjax.experiments``).
 """
 
-from nsjax import checkpoint, data, plots, remedy, sharding, training
+from nsjax import checkpoint, data, nnx, plots, remedy, sharding, training
 from nsjax._certify import Certificate, certify, stacked_jacobian
 from nsjax._conv import (
     CroppedPatchNullSpace,
@@ -104,6 +106,7 @@ __all__ = [
     "make_pairs",
     "matrix_rank",
     "max_alpha2",
+    "nnx",
     "null_features",
     "null_space",
     "null_space_of",

@@ -197,7 +197,8 @@ class Model:
       first_layer: explicit :class:`LinearMap`, or ``None`` (found by tracing).
       module: the Linen/NNX module it was built from (``None`` otherwise).
 
-    Calling ``model(x)`` maps a batch ``(B, *input_shape) -> (B, ...)`` whatever ``batched``.
+    Calling ``model(x)`` maps a batch ``(B, *input_shape) -> (B, ...)`` whatever ``batched``,
+    and one example ``input_shape -> (...)`` when the input shape is known.
     """
 
     def __init__(self, apply_fn, params, *, input_shape=None, batched=True, kind="callable",
@@ -219,6 +220,8 @@ class Model:
         return cls(apply_fn, children[0], input_shape=input_shape, batched=batched, kind=kind)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.input_shape is not None and tuple(x.shape) == self.input_shape:
+            return self.single(x)  # one example (what check_invariance's vmap passes)
         if self.batched:
             return self.apply_fn(self.params, x)
         return jax.vmap(lambda xi: self.apply_fn(self.params, xi))(x)
@@ -258,7 +261,14 @@ class Model:
 
 
 def _nnx_input_shape(module) -> tuple[int, ...] | None:
-    """The input shape an NNX model's first ``nnx.Linear`` implies, if it has one."""
+    """The input shape of nsjax's NNX models, or the one an NNX model's first
+    ``nnx.Linear`` implies, if it has one."""
+    from nsjax._models import input_shape_of
+
+    try:
+        return input_shape_of(module)
+    except (TypeError, ValueError):
+        pass
     for _, node in nnx.iter_graph(module):
         if isinstance(node, nnx.Linear):
             return (int(node.in_features),)
