@@ -15,7 +15,11 @@ The paper shows examples; here every number comes from whole sets of pairs:
 * ``psnr_cover_mean`` / ``ssim_cover_mean``: ``S`` against the cover ``C``;
   ``psnr_scaled_cover_mean`` / ``ssim_scaled_cover_mean``: against ``alpha2 C`` (what ``S``
   imitates, since the cover enters with weight ``alpha2``);
-* ``psnr_hidden_mean``: ``S`` against ``H`` (low: the hidden image is not visible).
+* ``psnr_hidden_mean``: ``S`` against ``H`` (low: the hidden image is not visible);
+* ``bounds``, ``stego_min``, ``stego_max``: the image domain ``[lo, hi]`` and the range of
+  ``S`` in it (``stego_max_abs``: ``max |S|``).
+
+PSNR and SSIM use the data range ``hi - lo`` of the domain.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nsjax._metrics import psnr, ssim
+from nsjax._metrics import _data_range, psnr, ssim
 from nsjax._nullspace import NullSpace
-from nsjax._stego import TrivialNullSpaceError, stego
+from nsjax._stego import DEFAULT_BOUNDS, TrivialNullSpaceError, _as_bounds, stego
 
 __all__ = ["make_pairs", "evaluate_stego"]
 
@@ -70,19 +74,23 @@ def evaluate_stego(
     alpha1: float = 0.2,
     alpha2_cap: float | None = None,
     batch_size: int = 4096,
+    bounds: tuple[float, float] | None = None,
 ) -> tuple[dict, dict]:
     """Build ``S`` for every pair and measure what the network and a person see.
 
     Args:
       apply_fn: batched logits, ``(B, *shape) -> (B, classes)``.
       ns: the network's null space.
-      covers, hiddens: ``(P, *shape)`` paired images in ``[-1, 1]``.
+      covers, hiddens: ``(P, *shape)`` paired images in ``[lo, hi]`` (``bounds``).
       hidden_labels: ``(P,)`` true classes of the hidden images.
       alpha1: hidden-image weight.
       alpha2_cap: cover weight ``min(largest admissible, alpha2_cap)`` (``None``: the
         largest admissible; :data:`nsjax.PAPER_ALPHA2_CAP`: the paper's ``alpha2 in (0, 1)``).
         The summary reports the largest admissible weights beside the ones used.
-      batch_size: pairs per call (bounds memory; each call is one jitted batch).
+      batch_size: pairs per call (limits memory; each call is one jitted batch).
+      bounds: ``(lo, hi)``, the image domain, passed to :func:`nsjax.stego` (``S`` stays in
+        it) and giving PSNR/SSIM their data range ``hi - lo``; ``None``: the paper's
+        ``(-1, 1)`` (:func:`nsjax.stego` warns when the data looks like ``[0, 1]``).
 
     Returns:
       ``(summary, details)``: summary is a JSON-able dict (module docstring); details holds
@@ -107,13 +115,28 @@ def evaluate_stego(
         raise TrivialNullSpaceError(
             f"the null space is trivial (dim 0, n = {ns.n}): nothing can be hidden, so there "
             "is no steganography to evaluate")
+    lo, hi = _as_bounds(DEFAULT_BOUNDS if bounds is None else bounds)
+    cat = _run_pairs(apply_fn, ns, covers, hiddens, alpha1, alpha2_cap, batch_size, bounds,
+                     _data_range(None, (lo, hi)))
+    agree64 = _float64_agreement(apply_fn, cat["stego"], alpha1 * np.asarray(hiddens),
+                                 batch_size)
+    summary, details = _summarize(cat, labels, alpha1, alpha2_cap)
+    summary["agreement_max_abs_float64_eval"] = agree64
+    summary["bounds"] = [lo, hi]
+    return summary, details
+
+
+def _run_pairs(apply_fn, ns, covers, hiddens, alpha1, alpha2_cap, batch_size, bounds,
+               data_range) -> dict:
+    """Stego images, weights, softmaxes and image metrics of all pairs, batch by batch;
+    ``{name: concatenated array or None}``."""
     f = jax.jit(lambda x: jax.nn.softmax(apply_fn(x), axis=-1))
     out = {k: [] for k in ("stego", "alpha2", "alpha2_admissible", "probs", "probs_h",
                            "psnr_c", "ssim_c", "psnr_sc", "ssim_sc", "psnr_h")}
     for start in range(0, covers.shape[0], batch_size):
         c = covers[start:start + batch_size]
         h = hiddens[start:start + batch_size]
-        r = stego(c, h, ns, alpha1=alpha1, alpha2_cap=alpha2_cap)
+        r = stego(c, h, ns, alpha1=alpha1, alpha2_cap=alpha2_cap, bounds=bounds)
         s, a2 = r.image, r.alpha2
         sc = a2.reshape((-1,) + (1,) * (c.ndim - 1)) * c
         out["stego"].append(np.asarray(s))
@@ -122,15 +145,17 @@ def evaluate_stego(
         out["probs"].append(np.asarray(f(s)))
         out["probs_h"].append(np.asarray(f(alpha1 * h)))
         if c.ndim == 4:
-            out["psnr_c"].append(np.asarray(psnr(s, c)))
-            out["ssim_c"].append(np.asarray(ssim(s, c)))
-            out["psnr_sc"].append(np.asarray(psnr(s, sc)))
-            out["ssim_sc"].append(np.asarray(ssim(s, sc)))
-            out["psnr_h"].append(np.asarray(psnr(s, h)))
-    cat = {k: np.concatenate(v) if v else None for k, v in out.items()}
+            for key, x, y, metric in (("psnr_c", s, c, psnr), ("ssim_c", s, c, ssim),
+                                      ("psnr_sc", s, sc, psnr), ("ssim_sc", s, sc, ssim),
+                                      ("psnr_h", s, h, psnr)):
+                out[key].append(np.asarray(metric(x, y, data_range)))
+    return {k: np.concatenate(v) if v else None for k, v in out.items()}
+
+
+def _summarize(cat: dict, labels: np.ndarray, alpha1: float,
+               alpha2_cap: float | None) -> tuple[dict, dict]:
+    """The summary (module docstring) and per-pair details of :func:`_run_pairs`' output."""
     probs, probs_h = cat["probs"], cat["probs_h"]
-    agree64 = _float64_agreement(apply_fn, cat["stego"], alpha1 * np.asarray(hiddens),
-                                 batch_size)
     pred, pred_h = probs.argmax(-1), probs_h.argmax(-1)
     success = pred == labels
     hidden_ok = pred_h == labels
@@ -148,7 +173,7 @@ def evaluate_stego(
                                               if hidden_ok.any() else None),
         "prediction_equals_hidden_prediction": float((pred == pred_h).mean()),
         "agreement_max_abs": float(np.abs(probs - probs_h).max()),
-        "agreement_max_abs_float64_eval": agree64,
+        "agreement_max_abs_float64_eval": None,
         "confidence_mean": float(probs.max(-1).mean()),
         "alpha2_mean": float(a2.mean()),
         "alpha2_std": float(a2.std()),
@@ -161,6 +186,9 @@ def evaluate_stego(
         "alpha2_admissible_max": float(cat["alpha2_admissible"].max()),
         "alpha2_capped_fraction": float(np.mean(cat["alpha2_admissible"] > a2)),
         "stego_max_abs": float(np.abs(cat["stego"]).max()),
+        "bounds": None,
+        "stego_min": float(cat["stego"].min()),
+        "stego_max": float(cat["stego"].max()),
         "psnr_cover_mean": mean(cat["psnr_c"]),
         "ssim_cover_mean": mean(cat["ssim_c"]),
         "psnr_scaled_cover_mean": mean(cat["psnr_sc"]),

@@ -1,4 +1,8 @@
-"""Image similarity: PSNR and SSIM, batched, for images in ``[-1, 1]`` (data range 2).
+"""Image similarity: PSNR and SSIM, batched, for images in ``[lo, hi]``.
+
+The data range is ``hi - lo``: 2 for the paper's ``[-1, 1]`` (the default), 1 for
+``[0, 1]``.  Pass ``bounds=(lo, hi)`` (as :func:`nsjax.stego` takes it) or ``data_range``
+directly, not both.
 
 SSIM follows Wang et al. (2004): Gaussian window 11x11, sigma 1.5, ``K1 = 0.01``,
 ``K2 = 0.03``, statistics over the valid region, averaged over pixels and channels
@@ -16,9 +20,34 @@ import jax.numpy as jnp
 __all__ = ["psnr", "ssim"]
 
 
+def _data_range(data_range: float | None, bounds) -> float:
+    """``data_range``, or ``hi - lo`` of ``bounds``, or 2 (the paper's ``[-1, 1]``)."""
+    if bounds is not None:
+        lo, hi = (float(b) for b in bounds)
+        if not hi > lo:
+            raise ValueError(f"bounds must have lo < hi, got ({lo:g}, {hi:g})")
+        if data_range is not None and float(data_range) != hi - lo:
+            raise ValueError(f"data_range {data_range:g} contradicts bounds ({lo:g}, {hi:g}) "
+                             f"(hi - lo = {hi - lo:g}); pass one of them")
+        return hi - lo
+    if data_range is None:
+        return 2.0
+    if not float(data_range) > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range}")
+    return float(data_range)
+
+
+def psnr(x: jax.Array, y: jax.Array, data_range: float | None = None, *,
+         bounds=None) -> jax.Array:
+    """Peak signal-to-noise ratio in dB, ``(..., H, W, C) x2 -> (...,)``; inf if equal.
+
+    ``data_range``: the peak, ``hi - lo`` of the images' domain; or give ``bounds=(lo, hi)``.
+    Default 2 (``[-1, 1]``)."""
+    return _psnr(x, y, _data_range(data_range, bounds))
+
+
 @functools.partial(jax.jit, static_argnames=("data_range",))
-def psnr(x: jax.Array, y: jax.Array, data_range: float = 2.0) -> jax.Array:
-    """Peak signal-to-noise ratio in dB, ``(..., H, W, C) x2 -> (...,)``; inf if equal."""
+def _psnr(x: jax.Array, y: jax.Array, data_range: float) -> jax.Array:
     mse = jnp.mean(jnp.square(x - y), axis=(-3, -2, -1))
     return 10.0 * jnp.log10(data_range**2 / mse)
 
@@ -29,10 +58,19 @@ def _gauss(size: int, sigma: float) -> jax.Array:
     return g / g.sum()
 
 
+def ssim(x: jax.Array, y: jax.Array, data_range: float | None = None, win: int = 11,
+         sigma: float = 1.5, *, bounds=None) -> jax.Array:
+    """Mean structural similarity, ``(..., H, W, C) x2 -> (...,)``, a value in ``[-1, 1]``.
+
+    ``data_range``: ``hi - lo`` of the images' domain (sets ``C1``, ``C2``); or give
+    ``bounds=(lo, hi)``.  Default 2 (``[-1, 1]``).  Like scikit-image, SSIM uses the pixel
+    values as they are, so the same images shifted to another domain score differently."""
+    return _ssim(x, y, _data_range(data_range, bounds), win, sigma)
+
+
 @functools.partial(jax.jit, static_argnames=("data_range", "win", "sigma"))
-def ssim(x: jax.Array, y: jax.Array, data_range: float = 2.0, win: int = 11,
-         sigma: float = 1.5) -> jax.Array:
-    """Mean structural similarity, ``(..., H, W, C) x2 -> (...,)``, in ``[-1, 1]``."""
+def _ssim(x: jax.Array, y: jax.Array, data_range: float, win: int,
+          sigma: float) -> jax.Array:
     batch = x.shape[:-3]
     h, w, c = x.shape[-3:]
     if min(h, w) < win:

@@ -1,5 +1,7 @@
 """Pairing and the quantitative stego evaluation."""
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -19,10 +21,15 @@ def test_make_pairs_reproducible_and_different_classes():
         make_pairs(jax.random.key(0), np.zeros(3), np.zeros(3), 5)
 
 
-def test_evaluate_stego_on_random_net():
+@pytest.fixture(scope="module")
+def net():
     model = nsjax.FCNN((784, 32, 16, 10))
     params = nsjax.init_params(model, jax.random.key(0))
-    ns = nsjax.null_space_of(model, params, (28, 28, 1))
+    return model, params, nsjax.null_space_of(model, params, (28, 28, 1))
+
+
+def test_evaluate_stego_on_random_net(net):
+    model, params, ns = net
     k1, k2 = jax.random.split(jax.random.key(1))
     c = jax.random.uniform(k1, (40, 28, 28, 1), minval=-1, maxval=1)
     h = jax.random.uniform(k2, (40, 28, 28, 1), minval=-1, maxval=1)
@@ -37,3 +44,20 @@ def test_evaluate_stego_on_random_net():
     assert summary["stego_max_abs"] <= 1.0
     assert details["stego"].shape == (40, 28, 28, 1)
     assert 0 < summary["ssim_scaled_cover_mean"] <= 1
+
+
+def test_evaluate_stego_in_unit_range(net):
+    model, params, ns = net
+    rng = np.random.default_rng(3)  # [0, 1] images away from black (see tests/test_stego.py)
+    c, h = rng.uniform(0.25, 0.75, (2, 8, 28, 28, 1)).astype(np.float32)
+    pred_h = np.asarray(model.apply(params, 0.2 * h).argmax(-1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # bounds given: no [0, 1]-looking-data warning
+        summary, details = evaluate_stego(lambda x: model.apply(params, x), ns, c, h, pred_h,
+                                          bounds=(0, 1))
+    assert summary["bounds"] == [0.0, 1.0] and summary["success_rate"] == 1.0
+    assert 0.0 <= summary["stego_min"] and summary["stego_max"] <= 1.0
+    s = details["stego"]
+    mse = np.mean((s - c) ** 2, axis=(1, 2, 3), dtype=np.float64)
+    # PSNR with the data range hi - lo = 1 of [0, 1]
+    assert abs(summary["psnr_cover_mean"] - np.mean(10 * np.log10(1.0 / mse))) <= 1e-3

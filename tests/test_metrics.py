@@ -27,3 +27,19 @@ def test_identity_and_batch_shape():
     assert np.isinf(np.asarray(psnr(x, x))).all()
     with pytest.raises(ValueError, match="smaller than"):
         ssim(x[..., :8, :8, :], x[..., :8, :8, :])
+
+
+def test_data_range_from_bounds():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (2, 16, 16, 1)).astype(np.float32)
+    y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
+    p, s = np.asarray(psnr(x, y, bounds=(0, 1))), np.asarray(ssim(x, y, bounds=(0, 1)))
+    for i in range(2):  # [0, 1] images: data range 1, as scikit-image takes it
+        assert abs(p[i] - peak_signal_noise_ratio(x[i], y[i], data_range=1.0)) <= 1e-3
+        ref = structural_similarity(x[i], y[i], data_range=1.0, gaussian_weights=True,
+                                    sigma=1.5, use_sample_covariance=False, channel_axis=-1)
+        assert abs(s[i] - ref) <= 1e-4
+    np.testing.assert_array_equal(psnr(x, y, 1.0), p)
+    np.testing.assert_array_equal(psnr(x, y), psnr(x, y, bounds=(-1, 1)))  # default: 2
+    with pytest.raises(ValueError, match="contradicts"):
+        psnr(x, y, 2.0, bounds=(0, 1))

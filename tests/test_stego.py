@@ -1,5 +1,7 @@
 """Null-space steganography: S = alpha1 H_perp + alpha2 C_hat (paper Sec. 3)."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,3 +72,99 @@ def test_shape_and_dtype_errors(net):
         stego(np.zeros((2, 28, 28, 1), np.uint8), h, ns)
     with pytest.raises(ValueError, match="alpha1"):
         stego(c, h, ns, alpha1=0.0)
+
+
+# ------------------------------------------------------------- other image domains: bounds
+
+
+def _unit_images(seed, n=64):
+    """[0, 1] images away from 0 and 1 (black pixels make the pair infeasible, see below)."""
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return (jax.random.uniform(k1, (n, 28, 28, 1), minval=0.25, maxval=0.75),
+            jax.random.uniform(k2, (n, 28, 28, 1), minval=0.25, maxval=0.75))
+
+
+def _interval64(kernel, c, h, alpha1, lo, hi):
+    """Independent float64 admissible interval [L, U] of alpha2 per pair (NumPy, from W1)."""
+    q = np.linalg.qr(np.asarray(kernel, np.float64))[0]  # (n, rank) row-space basis
+    c = np.asarray(c, np.float64).reshape(len(c), -1)
+    h = np.asarray(h, np.float64).reshape(len(h), -1)
+    hp = alpha1 * (h @ q) @ q.T
+    ch = c - (c @ q) @ q.T
+    safe = np.where(ch == 0, 1.0, ch)
+    up = np.where(ch > 0, (hi - hp) / safe, np.where(ch < 0, (lo - hp) / safe, np.inf))
+    low = np.where(ch > 0, (lo - hp) / safe, np.where(ch < 0, (hi - hp) / safe, -np.inf))
+    return np.maximum(low.max(1), 0.0), up.min(1)
+
+
+def test_unit_range_stego_in_domain_maximal_and_invisible(net):
+    model, params, ns = net
+    c, h = _unit_images(10)
+    r = stego(c, h, ns, bounds=(0, 1))
+    s = np.asarray(r.image)
+    assert s.min() >= 0.0 and s.max() <= 1.0
+    kernels = [np.asarray(params["params"][f"Dense_{i}"]["kernel"]) for i in range(3)]
+    lower, upper = _interval64(kernels[0], c, h, 0.2, 0.0, 1.0)
+    a2 = np.asarray(r.alpha2, np.float64)
+    assert np.all(lower > 0)  # alpha1 H_perp has negative pixels: the lower bound is active
+    # maximal: nsjax shrinks by (1 - 8 eps32) against rounding; float32 bases add ~1e-6
+    assert np.all(a2 >= (1 - 1e-5) * upper) and np.all(a2 <= (1 + 1e-5) * upper)
+    assert np.all(a2 >= lower)
+    # f(S) = f(alpha1 H): S - alpha1 H is a null vector v of W1.  In float32 the first layer
+    # errs per unit by the rounding of sum_j W1_jk v_j and of the null-space basis, each
+    # ~eps32 * max_k sum_j |W1_jk| * max |v|; ReLU is 1-Lipschitz and each later layer
+    # multiplies a max-norm error by at most its largest column abs-sum.
+    v = np.abs(s - 0.2 * np.asarray(h)).max()
+    gain = np.prod([np.abs(k).sum(0).max() for k in kernels[1:]])
+    tol = 4 * np.finfo(np.float32).eps * np.abs(kernels[0]).sum(0).max() * v * gain
+    np.testing.assert_allclose(model.apply(params, r.image), model.apply(params, 0.2 * h),
+                               rtol=0, atol=tol)
+    with pytest.raises(DomainError, match=r"out of \[0, 1\].*> max"):
+        stego(c, h, ns, bounds=(0, 1), alpha2=(1 + 1e-4) * r.alpha2)
+    with pytest.raises(DomainError, match=r"out of \[0, 1\].*< min"):
+        stego(c, h, ns, bounds=(0, 1), alpha2=jnp.zeros(64))
+    with pytest.raises(DomainError, match=r"alpha2_cap 0\.001 .*\[0, 1\]"):
+        stego(c, h, ns, bounds=(0, 1), alpha2_cap=1e-3)
+
+
+def test_unit_range_black_pixels_can_be_infeasible(net):
+    _, _, ns = net
+    # MNIST-like: black background, a bright square.  H_perp and C_hat have both signs in
+    # the background, so somewhere alpha1 H_perp < 0 where C_hat <= 0: no alpha2 helps.
+    c = jnp.zeros((2, 28, 28, 1)).at[:, 8:20, 8:20].set(1.0)
+    h = jnp.zeros((2, 28, 28, 1)).at[:, 4:14, 10:24].set(0.8)
+    with pytest.raises(DomainError, match=r"no alpha2 >= 0 .*\[0, 1\].*smaller alpha1 cannot"):
+        stego(c, h, ns, bounds=(0, 1))
+
+
+def test_bounds_in_domain_errors(net):
+    _, _, ns = net
+    c, h = _unit_images(11, 2)
+    with pytest.raises(DomainError, match=r"cover images must lie in \[0, 1\].*bounds=\(0, 1\)"):
+        stego(c.at[0, 0, 0, 0].set(1.5), h, ns, bounds=(0, 1))
+    with pytest.raises(DomainError, match=r"hidden images must lie in \[0.2, 1\]"):
+        stego(c, h.at[1, 0, 0, 0].set(0.1), ns, bounds=(0.2, 1))
+    with pytest.raises(DomainError, match=r"\[0, 1\]"):
+        nsjax.check_domain(-0.1 * h, bounds=(0, 1))
+    with pytest.raises(DomainError, match=r"\[0, 1\]"):
+        nsjax.check_domain(-0.1 * h, lo=0.0, hi=1.0)  # the old spelling still works
+    assert nsjax.check_domain(h, bounds=(0, 1)).shape == h.shape
+    for bad in [(1, 0), (0, np.inf), (0, 1, 2), "01"]:
+        with pytest.raises(ValueError, match="bounds"):
+            stego(c, h, ns, bounds=bad)
+    with pytest.raises(ValueError, match="not both"):
+        nsjax.check_domain(h, lo=0.0, hi=2.0, bounds=(0, 1))
+
+
+def test_unit_range_looking_data_warns_without_bounds(net):
+    _, _, ns = net
+    c, h = _unit_images(12, 2)
+    with pytest.warns(UserWarning, match=r"\[-1, 1\].*bounds=\(0, 1\)"):
+        default = stego(c, h, ns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stego(c, h, ns, bounds=(0, 1))
+        explicit = stego(c, h, ns, bounds=(-1, 1))
+        stego(2 * c - 1, 2 * h - 1, ns)  # negative pixels: [-1, 1] data, no warning
+    np.testing.assert_array_equal(explicit.image, default.image)
+    np.testing.assert_array_equal(explicit.alpha2, default.alpha2)
