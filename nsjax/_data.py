@@ -3,6 +3,9 @@ EMNIST Balanced and CIFAR-10.
 
 ``load(name, split)`` returns a :class:`Dataset` with ``images`` of shape ``(N, H, W, C)``
 (float32, ``uint8 v -> v / 127.5 - 1``) and ``labels`` of shape ``(N,)`` (int32).
+``load(..., bounds=(lo, hi))`` scales to another domain instead,
+``uint8 v -> lo + (hi - lo) v / 255`` (e.g. ``bounds=(0, 1)``: ``v / 255``); the
+:class:`Dataset` records it in ``bounds``.
 
 Sources
 -------
@@ -125,6 +128,8 @@ _EMBEDDED_SOURCE = "embedded MNIST sample (10,000 train / 2,000 test)"
 
 #: Values of :attr:`Dataset.provenance`.
 PROVENANCES = ("verified", "unverified")
+#: The paper's image domain, the default of :func:`load` (``uint8 v -> v / 127.5 - 1``).
+DEFAULT_BOUNDS = (-1.0, 1.0)
 
 #: md5 of each canonical ``.gz`` file as its publisher distributes it, per dataset.
 #: MNIST: the original distribution (yann.lecun.com/exdb/mnist and its mirrors; the same
@@ -282,7 +287,8 @@ class Dataset:
     """One split of a dataset, in memory.
 
     Attributes:
-      images: ``(N, H, W, C)`` float32 in [-1, 1] (``uint8 v -> v / 127.5 - 1``).
+      images: ``(N, H, W, C)`` float32 in ``bounds`` (default [-1, 1],
+        ``uint8 v -> v / 127.5 - 1``; else ``lo + (hi - lo) v / 255``).
       labels: ``(N,)`` int32 in ``[0, num_classes)``.
       class_names: ``num_classes`` human-readable names, indexed by label.
       name: dataset name, one of :data:`DATASETS`.
@@ -294,6 +300,7 @@ class Dataset:
       provenance: ``"verified"`` when every file read has a known md5 of this dataset and
         split (the publisher's files, or the embedded sample's); ``"unverified"`` otherwise
         (see the module docstring).
+      bounds: ``(lo, hi)``, the domain the pixels were scaled to (0 -> lo, 255 -> hi).
     """
 
     images: np.ndarray
@@ -304,11 +311,13 @@ class Dataset:
     source: str
     complete: bool
     provenance: str = "unverified"
+    bounds: tuple[float, float] = DEFAULT_BOUNDS
 
     def __post_init__(self):
         if self.provenance not in PROVENANCES:
             raise ValueError(f"provenance must be one of {', '.join(PROVENANCES)}, got "
                              f"{self.provenance!r}")
+        object.__setattr__(self, "bounds", _check_bounds(self.bounds))
         im, lab = self.images, self.labels
         if not (isinstance(im, np.ndarray) and im.ndim == 4 and im.dtype == np.float32):
             raise ValueError(f"images must be a float32 (N, H, W, C) array, got "
@@ -334,15 +343,37 @@ class Dataset:
         return (f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
                 f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
                 f"complete={self.complete}, provenance={self.provenance!r}, "
-                f"source={self.source!r})")
+                f"bounds=({self.bounds[0]:g}, {self.bounds[1]:g}), source={self.source!r})")
 
 
-def to_unit_range(images: np.ndarray) -> np.ndarray:
-    """uint8 array (any shape) -> C-contiguous float32 array of the same shape in [-1, 1],
-    ``v / 127.5 - 1`` (0 -> -1.0 and 255 -> 1.0 exactly)."""
+def _check_bounds(bounds) -> tuple[float, float]:
+    """``(lo, hi)`` as two finite floats with ``lo < hi``; ValueError otherwise."""
+    try:
+        if isinstance(bounds, str | bytes):
+            raise TypeError
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"bounds must be finite with lo < hi, got ({lo:g}, {hi:g})")
+    return lo, hi
+
+
+def to_unit_range(images: np.ndarray, bounds=DEFAULT_BOUNDS) -> np.ndarray:
+    """uint8 array (any shape) -> C-contiguous float32 array of the same shape in ``bounds``.
+
+    Default ``[-1, 1]``: ``v / 127.5 - 1`` (0 -> -1.0 and 255 -> 1.0 exactly).  Other
+    ``bounds=(lo, hi)``: ``lo + (hi - lo) v / 255`` computed in float64 and rounded once
+    (0 -> float32(lo), 255 -> float32(hi) exactly; ``(0, 1)`` gives ``v / 255``).
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise TypeError(f"to_unit_range expects uint8 pixels, got {images.dtype}")
+    lo, hi = _check_bounds(bounds)
+    if (lo, hi) != DEFAULT_BOUNDS:
+        table = lo + (hi - lo) * (np.arange(256) / 255.0)
+        table[0], table[255] = lo, hi
+        return np.ascontiguousarray(table.astype(np.float32)[images])
     out = images.astype(np.float32, order="C")
     out /= np.float32(127.5)
     out -= np.float32(1.0)
@@ -554,7 +585,8 @@ class _NotHere(Exception):
     """A source does not have the dataset; the message says where it looked and why."""
 
 
-def _finish(raw: _Raw, name: str, split: str, limit: int | None) -> tuple[Dataset, str]:
+def _finish(raw: _Raw, name: str, split: str, limit: int | None,
+            bounds=DEFAULT_BOUNDS) -> tuple[Dataset, str]:
     """Validate, cut to ``limit``, convert -> the Dataset and an incompleteness warning ("" if
     none is due)."""
     spec = _SPECS[name]
@@ -572,9 +604,10 @@ def _finish(raw: _Raw, name: str, split: str, limit: int | None) -> tuple[Datase
         msg = (f"{name} {split}: only {raw.available:,} of the canonical {canonical:,} "
                f"examples are available ({raw.source})"
                f"{'; ' + raw.missing if raw.missing else ''}. Dataset.complete is False.")
-    ds = Dataset(images=to_unit_range(images), labels=labels.astype(np.int32),
+    ds = Dataset(images=to_unit_range(images, bounds), labels=labels.astype(np.int32),
                  class_names=tuple(raw.class_names), name=name, split=split,
-                 source=raw.source + raw.note, complete=complete, provenance=raw.provenance)
+                 source=raw.source + raw.note, complete=complete, provenance=raw.provenance,
+                 bounds=bounds)
     return ds, msg
 
 
@@ -890,8 +923,10 @@ def _not_found(name: str, split: str, tried: list[tuple[str, str]], *,
 
 
 def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
-         source: str = "auto", limit: int | None = None) -> Dataset:
-    """Load one split of a dataset as float32 images in [-1, 1] and int32 labels.
+         source: str = "auto", limit: int | None = None,
+         bounds: tuple[float, float] = DEFAULT_BOUNDS) -> Dataset:
+    """Load one split of a dataset as float32 images in [-1, 1] (or ``bounds``) and int32
+    labels.
 
     Args:
       name: one of :data:`DATASETS` (dashes accepted: ``"fashion-mnist"``).
@@ -903,13 +938,16 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
         given here or by ``$NSJAX_DATA_DIR`` is the only place looked in: no fallback.
       source: ``"auto"`` (see the module docstring for the order) or one of :data:`SOURCES`.
       limit: keep only the first ``limit`` examples (in the source's order); ``None``: all.
+      bounds: ``(lo, hi)``, the pixel domain: ``uint8 v -> lo + (hi - lo) v / 255``;
+        default the paper's ``(-1, 1)`` (``v / 127.5 - 1``); ``(0, 1)``: ``v / 255``.
 
     Returns:
-      :class:`Dataset` with images ``(N, H, W, C)`` float32 and labels ``(N,)`` int32.
+      :class:`Dataset` with images ``(N, H, W, C)`` float32 and labels ``(N,)`` int32;
+      ``Dataset.bounds`` is ``bounds``.
 
     Raises:
-      ValueError: unknown name, split or source; bad limit; a source that does not provide
-        this dataset (``system`` and ``embedded`` provide one each).
+      ValueError: unknown name, split or source; bad limit or bounds; a source that does not
+        provide this dataset (``system`` and ``embedded`` provide one each).
       DatasetNotFoundError: the data is not there (the message lists where it looked).
       CorruptDataError: a data file is invalid, or its md5 is that of another dataset's or
         split's canonical file.
@@ -923,12 +961,13 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
                               or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     limit = None if limit is None else int(limit)
+    bounds = _check_bounds(bounds)
 
     if source == "auto":
         raw, msg = _auto(name, split, data_dir, limit)
     else:
         raw, msg = _explicit(name, split, data_dir, source, limit), ""
-    ds, incomplete = _finish(raw, name, split, limit)
+    ds, incomplete = _finish(raw, name, split, limit, bounds)
     for m in (msg, incomplete):
         if m:
             warnings.warn(m, IncompleteDatasetWarning, stacklevel=2)

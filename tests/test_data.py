@@ -507,3 +507,22 @@ def test_to_unit_range_and_dataset_checks():
                       "train", "here", True)
     ds = load("mnist", source="embedded", limit=3)
     assert "n=3" in repr(ds) and ds.input_shape == (28, 28, 1)
+
+
+def test_load_with_bounds_maps_pixels_affinely():
+    default = load("mnist", "test", source="embedded", limit=300)
+    unit = load("mnist", "test", source="embedded", limit=300, bounds=(0, 1))
+    assert default.bounds == (-1.0, 1.0) and unit.bounds == (0.0, 1.0)
+    assert "bounds=(0, 1)" in repr(unit) and unit.images.dtype == np.float32
+    assert unit.images.min() == 0.0 and unit.images.max() == 1.0
+    np.testing.assert_array_equal(unit.labels, default.labels)
+    # v / 255 against (v / 127.5 - 1 + 1) / 2: both round v / 255 once or twice, <= 1 ulp
+    np.testing.assert_allclose(unit.images, (default.images + 1) / 2, rtol=0, atol=6e-8)
+    v = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(to_unit_range(v, (0, 1)), (v / 255).astype(np.float32))
+    np.testing.assert_array_equal(to_unit_range(v, (-1, 1)), to_unit_range(v))  # bit-identical
+    odd = to_unit_range(v, (0.1, 0.3))
+    assert odd[0] == np.float32(0.1) and odd[-1] == np.float32(0.3) and odd.flags.c_contiguous
+    for bad in [(1, 0), (0, np.nan), (0,)]:
+        with pytest.raises(ValueError, match="bounds"):
+            load("mnist", source="embedded", limit=1, bounds=bad)
