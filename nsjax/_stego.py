@@ -143,12 +143,14 @@ def check_domain(x, what: str = "images", lo: float = -1.0, hi: float = 1.0, *,
 
     The bounds are compared in ``x``'s dtype.  Returns ``x`` as a JAX array.
     """
-    if bounds is None:
-        bounds = (lo, hi)
-    elif (lo, hi) != DEFAULT_BOUNDS and tuple(map(float, bounds)) != (float(lo), float(hi)):
-        raise ValueError(f"give the domain as bounds=(lo, hi) or lo=, hi=, not both: "
-                         f"bounds={tuple(bounds)}, lo={lo}, hi={hi}")
-    return _domain_min(x, what, *_as_bounds(bounds))[0]
+    given = _as_bounds((lo, hi))
+    if bounds is not None:
+        bounds = _as_bounds(bounds)
+        if given != DEFAULT_BOUNDS and given != bounds:
+            raise ValueError(f"give the domain as bounds=(lo, hi) or lo=, hi=, not both: "
+                             f"bounds={bounds}, lo={lo}, hi={hi}")
+        given = bounds
+    return _domain_min(x, what, *given)[0]
 
 
 def _interval(h: jax.Array, c: jax.Array, lo, hi) -> tuple[jax.Array, jax.Array]:
