@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from nsjax._checkpoint import to_json
 from nsjax.experiments._common import pct
@@ -39,17 +40,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     m = train_and_evaluate(args.dataset, args.arch, config, data_dir=args.data_dir,
                            out_dir=args.out, source=args.source, limit=args.limit,
                            activation=args.activation, progress=not args.no_progress,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, resume=True if args.resume else None,
+                           checkpoint_every=args.checkpoint_every, log=_log)
     if args.json:
         print(to_json({k: v for k, v in m.items() if k != "history"}))
         return 0
     tr, te, kept = m["train"], m["test"], m["filtered_train"]
-    print(f"{m['dataset']}: FCNN {tuple(m['model']['arch'])} trained {config.epochs} epochs in "
+    resumed = "" if m["resumed_from"] is None else f" (resumed after epoch {m['resumed_from']})"
+    print(f"{m['dataset']}: FCNN {tuple(m['model']['arch'])} trained {config.epochs} epochs"
+          f"{resumed} in "
           f"{m['train_time_s']:.1f} s; train acc {pct(tr['accuracy'])} / x{tr['alpha']} "
           f"{pct(tr['accuracy_rescaled'])}, test acc {pct(te['accuracy'])}; filtered set "
           f"{kept['n']} images; null space dim {m['null_space_dim']} (rank W1 {m['rank']}); "
           f"checkpoint in {args.out}/checkpoint, metrics.json")
     return 0
+
+
+def _log(line: str) -> None:
+    """Resume and checkpoint lines of ``nsjax train`` (stderr: stdout may be JSON)."""
+    print(f"nsjax train: {line}", file=sys.stderr, flush=True)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``nsjax train`` on an ``argparse`` subparsers object; returns the parser."""
     from nsjax._train import TrainConfig
@@ -61,6 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train an FCNN on a dataset's training images scaled to [-1, 1] plus copies "
         "rescaled by --alpha (paper, Sec. 4.1), evaluate on train (original and rescaled) and "
         "test, compute the null space of W1, and write a checkpoint and metrics.json to --out. "
+        "Killed mid-run, the same command continues from its last checkpoint. "
         "Unset training flags take the recipe for the dataset (Adam, lr 3e-3, 1 warmup epoch, "
         "cosine, batch 128, alpha 0.2; 150 epochs for MNIST, 300 for Fashion-MNIST: "
         "nsjax.training.RECIPES).")
@@ -96,7 +108,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="use only the first N images of each split (quick runs)")
     p.add_argument("--out", required=True, help="output directory (checkpoint + metrics.json)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a checkpoint of another training in OUT/checkpoint")
+                   help="train from the start, replacing the checkpoint in OUT/checkpoint "
+                   "(of this or another training)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint, an error if there is none (without "
+                   "it a run still resumes a checkpoint of the same training, e.g. after "
+                   "being killed)")
+    p.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
+                   help="save params, optimizer state and epoch to OUT/checkpoint every N "
+                   "epochs while training (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_cmd_train)

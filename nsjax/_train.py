@@ -9,10 +9,14 @@ keeps only the images predicted correctly at both scales.  This module provides:
 * :func:`augment_rescaled`: originals plus ``alpha``-scaled copies.
 * :func:`create_train_state`, :func:`train_step`: one optax step of softmax cross-entropy on
   integer labels.
-* :func:`train`: the whole loop.  One epoch is ONE jitted call: the (augmented) training set
-  lives on the device, the epoch's permutation is drawn from ``fold_in(data_key, epoch)`` and
+* :func:`train`: the whole loop, for a Linen module, an NNX module or a
+  :class:`nsjax.Model`.  One epoch is ONE jitted call: the (augmented) training set lives on
+  the device, the epoch's permutation is drawn from ``fold_in(data_key, epoch)`` and
   ``jax.lax.scan`` runs :func:`train_step` over its minibatches.  Same config and data ->
-  bitwise the same parameters.
+  bitwise the same parameters.  With ``checkpoint_dir`` the params, optimizer state and
+  epoch are checkpointed every ``checkpoint_every`` epochs, and ``resume=True`` continues
+  from there: a run killed and resumed ends with bitwise the parameters of an uninterrupted
+  one.
 * :func:`evaluate`, :func:`filter_correct`: the paper's figures and its filtering step.
 
 Inputs are images ``(N, H, W, C)`` (or flat ``(N, n)``) of floats in ``[-1, 1]``; labels
@@ -24,20 +28,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
+import os
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 from flax.training import train_state
 
-from nsjax._models import CNN, FCNN, init_params, input_shape_of
+from nsjax._models import CNN, FCNN, NNXCNN, NNXFCNN, init_params, input_shape_of
 
 __all__ = [
     "RECIPES",
@@ -48,6 +56,7 @@ __all__ = [
     "create_train_state",
     "train_step",
     "train",
+    "TrainResult",
     "evaluate",
     "predict",
     "filter_correct",
@@ -196,11 +205,12 @@ def recipe(dataset: str | None = None, **changes) -> TrainConfig:
 # --------------------------------------------------------------------------- validation
 
 
-def num_outputs(model: nn.Module) -> int | None:
-    """Number of classes an nsjax model predicts (``None`` for an unknown module type)."""
-    if isinstance(model, FCNN):
+def num_outputs(model) -> int | None:
+    """Number of classes an nsjax model (Linen or NNX) predicts (``None`` for another)."""
+    model = getattr(model, "module", None) or model  # a Model built from a module
+    if isinstance(model, FCNN | NNXFCNN):
         return int(model.arch[-1])
-    if isinstance(model, CNN):
+    if isinstance(model, CNN | NNXCNN):
         return int(model.num_classes)
     return None
 
@@ -245,10 +255,12 @@ def validate_data(images, labels=None, *, n_classes: int | None = None, what: st
     return x, y
 
 
-def _check_model_input(model: nn.Module, x: np.ndarray):
+def _check_model_input(model, x: np.ndarray):
     try:
-        shape = input_shape_of(model)
+        shape = input_shape_of(getattr(model, "module", None) or model)
     except TypeError:
+        shape = getattr(model, "input_shape", None)
+    if shape is None:
         return
     if math.prod(x.shape[1:]) != math.prod(shape):
         raise ValueError(f"{type(model).__name__} takes inputs of {math.prod(shape)} values "
@@ -369,15 +381,15 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     return tx
 
 
-def _centered_init(model: nn.Module, variables, mean_image: np.ndarray):
-    """Set the first Dense layer's bias to ``-mean_image @ W1`` (FCNN only)."""
-    if not isinstance(model, FCNN):
+def _centered_init(model, params, mean_image: np.ndarray):
+    """Params with the first Dense layer's bias set to ``-mean_image @ W1`` (FCNN only)."""
+    if not isinstance(model, FCNN | NNXFCNN):
         raise ValueError("init='centered' is defined for FCNN models (first layer Dense_0)")
-    params = jax.tree_util.tree_map(lambda a: a, dict(variables["params"]))
+    params = dict(params)
     first = dict(params["Dense_0"])
     first["bias"] = -(jnp.asarray(mean_image.reshape(-1)) @ first["kernel"])
     params["Dense_0"] = first
-    return {**variables, "params": params}
+    return params
 
 
 def create_train_state(model: nn.Module, key: jax.Array, tx: optax.GradientTransformation,
@@ -385,11 +397,12 @@ def create_train_state(model: nn.Module, key: jax.Array, tx: optax.GradientTrans
     """A :class:`flax.training.train_state.TrainState` for ``model`` initialised from ``key``."""
     if variables is None:
         variables = init_params(model, key, input_shape)
-    return train_state.TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
+    return train_state.TrainState.create(apply_fn=_LinenParams(model),
+                                         params=variables["params"], tx=tx)
 
 
 def _loss_and_logits(params, apply_fn, images, labels):
-    logits = apply_fn({"params": params}, images)
+    logits = apply_fn(params, images)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, logits
 
@@ -409,8 +422,8 @@ train_step.__doc__ = """One optax step: ``(state, (images, labels)) -> (state, m
 ``metrics = {"loss", "accuracy"}``.
 
 Softmax cross-entropy on integer labels, averaged over the batch; the metrics are those of
-the batch before the update.  Jitted; ``state.apply_fn`` is static (part of the pytree's
-metadata)."""
+the batch before the update.  Jitted; ``state.apply_fn(params, images)`` is static (part of
+the pytree's metadata)."""
 
 
 @partial(jax.jit, static_argnames=("batch_size", "alpha"), donate_argnames=("state",))
@@ -437,8 +450,191 @@ def _train_epoch(state, images, labels, key, *, batch_size: int, alpha: float | 
     return state, jax.tree_util.tree_map(jnp.mean, metrics)
 
 
+# --------------------------------------------------------------------------- models
+# Hashable ``apply(params, x) -> logits`` adapters: the jitted epoch compiles once per
+# architecture (the train state carries them as static metadata).
+
+
+@dataclasses.dataclass(frozen=True)
+class _LinenParams:
+    module: nn.Module
+
+    def __call__(self, params, x):
+        return self.module.apply({"params": params}, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NNXParams:
+    graphdef: Any
+
+    def __call__(self, params, x):
+        return nnx.merge(self.graphdef, params)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelParams:
+    apply_fn: Callable
+    batched: bool
+
+    def __call__(self, params, x):
+        if self.batched:
+            return self.apply_fn(params, x)
+        return jax.vmap(lambda xi: self.apply_fn(params, xi))(x)
+
+
+class _Trainable(NamedTuple):
+    """A model as :func:`train` trains it: ``apply(params, x)``, the start ``params``, and
+    ``finish(params) -> (model, variables)``, ``save_as(params) -> (model, variables)``."""
+
+    apply: Callable
+    params: Any
+    finish: Callable
+    save_as: Callable
+    name: str
+
+
+def _trainable(model, variables, key, x: np.ndarray, config: TrainConfig) -> _Trainable:
+    """The params to train and how to apply, save and return them, for a Linen module
+    (initialised from ``key`` unless ``variables``), an NNX module (its ``nnx.Param``
+    state, or ``variables``) or a :class:`nsjax.Model` / callable (``nsjax.as_model``)."""
+    from nsjax._model import Model, as_model
+
+    if isinstance(model, nn.Module):
+        if variables is None:
+            variables = init_params(model, key, x.shape[1:])
+            if config.init == "centered":
+                variables = {**variables, "params": _centered_init(
+                    model, variables["params"], x.mean(axis=0))}
+        return _Trainable(_LinenParams(model), variables["params"],
+                          lambda p: (model, {"params": p}), lambda p: (model, {"params": p}),
+                          type(model).__name__)
+    if isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+        other = nnx.state(model, nnx.Not(nnx.Param))
+        if jax.tree.leaves(other):
+            raise ValueError(f"train() trains NNX modules whose state is all nnx.Param; "
+                             f"{type(model).__name__} also holds {sorted(other.keys())}")
+        params = nnx.to_pure_dict(state if variables is None else variables) \
+            if isinstance(variables, nnx.State | None) else variables
+        if config.init == "centered" and variables is None:
+            params = _centered_init(model, params, x.mean(axis=0))
+
+        def finish(p):
+            nnx.update(model, _filled(model, p))
+            return model, nnx.state(model)
+
+        return _Trainable(_NNXParams(graphdef), params, finish, lambda p: (model, p),
+                          type(model).__name__)
+    m = model if isinstance(model, Model) else as_model(model, params=variables)
+    if variables is not None and isinstance(model, Model):
+        m = m.replace(params=variables)
+    params = nnx.to_pure_dict(m.params) if isinstance(m.params, nnx.State) else m.params
+    return _Trainable(_ModelParams(m.apply_fn, m.batched), params,
+                      lambda p: (m.replace(params=p), p), lambda p: (m.replace(params=p), p),
+                      repr(m))
+
+
+def _filled(module, params):
+    """``nnx.state(module)`` with its values replaced by the pure dict ``params``."""
+    state = nnx.state(module)
+    nnx.replace_by_pure_dict(state, params)
+    return state
+
+
+class _TrainResultFields(NamedTuple):
+    variables: Any
+    history: list
+
+
+class TrainResult(_TrainResultFields):
+    """What :func:`train` returns; unpacks as ``(variables, history)``.
+
+    Attributes:
+      variables: Linen ``{"params": ...}``; for an NNX module its ``nnx.State`` (the module
+        itself is updated in place); for a :class:`nsjax.Model` / callable the params.
+      history: one dict per epoch (see :func:`train`), resumed epochs included.
+      opt_state: the optimizer state after the last epoch (``optax`` pytree).
+      step: epochs done (``config.epochs`` after a complete run).
+      model: the trained model (the module; a ``Model`` with the trained params).
+      resumed_from: the epoch the run resumed after (``None``: started fresh).
+    """
+
+    def __new__(cls, variables, history, *, opt_state=None, step=0, model=None,
+                resumed_from=None):
+        self = super().__new__(cls, variables, history)
+        self.opt_state, self.step, self.model = opt_state, step, model
+        self.resumed_from = resumed_from
+        return self
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def data_fingerprint(x: np.ndarray, y: np.ndarray) -> dict:
+    """``{"n", "shape", "sha256"}`` of the training images ``x`` and labels ``y``: a resumed
+    run must see the data its checkpoint was trained on."""
+    h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return {"n": int(x.shape[0]), "shape": list(x.shape[1:]), "sha256": h.hexdigest()}
+
+
+def config_diff(saved: dict | None, config: TrainConfig) -> list[str]:
+    """``"field: checkpoint X vs now Y"`` for every :class:`TrainConfig` field that differs
+    between a checkpoint's config and ``config``."""
+    saved, now = saved or {}, config.to_dict()
+    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {now[k]!r}"
+            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+
+
+def _resume(directory: Path, trainable: _Trainable, tx, config, fingerprint):
+    """``(params, opt_state, epochs done, history)`` from the checkpoint in ``directory``,
+    or ``None`` when there is none.
+
+    Raises:
+      ValueError: the checkpoint was written for another config (the differing fields are
+        named), other data, or another model; or it is damaged (``CheckpointError``).
+    """
+    from nsjax import _checkpoint
+
+    if not (directory.exists() or _checkpoint._previous(directory).exists()):
+        return None
+    model, _ = trainable.save_as(trainable.params)
+    got = _checkpoint.restore(directory, model, opt_state=tx.init(trainable.params))
+    diff = config_diff(got.meta.get("config"), config)
+    if diff:
+        raise ValueError(f"cannot resume from {directory}: it was trained with another "
+                         "config; differing fields: " + "; ".join(diff))
+    saved = (got.meta.get("metrics") or {}).get("data")
+    if saved != fingerprint:
+        raise ValueError(f"cannot resume from {directory}: it was trained on other data "
+                         f"(checkpoint {saved}, now {fingerprint})")
+    if got.opt_state is None or got.step is None:
+        raise ValueError(f"cannot resume from {directory}: it holds no optimizer state / "
+                         "epoch (not written by train(checkpoint_dir=...)); train afresh "
+                         "with resume=False (nsjax train --overwrite)")
+    params = got.variables
+    if isinstance(params, nnx.State):
+        params = nnx.to_pure_dict(params)
+    elif isinstance(params, dict) and "params" in params and isinstance(model, nn.Module):
+        params = params["params"]
+    history = list((got.meta.get("metrics") or {}).get("history") or [])
+    return params, got.opt_state, int(got.step), history[: int(got.step)]
+
+
+def _save_progress(directory: Path, trainable, state, epoch: int, config, history,
+                   fingerprint) -> None:
+    from nsjax import _checkpoint
+
+    model, variables = trainable.save_as(state.params)
+    _checkpoint.save(directory, model, variables, opt_state=state.opt_state, step=epoch,
+                     config=config, metrics={"history": history, "data": fingerprint})
+
+
+# --------------------------------------------------------------------------- loop
+
+
 def train(
-    model: nn.Module,
+    model,
     images,
     labels,
     config: TrainConfig | None = None,
@@ -447,98 +643,184 @@ def train(
     progress: bool = True,
     variables=None,
     callback: Callable[[int, dict], None] | None = None,
-):
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Train ``model`` with ``config`` on ``images`` (plus ``alpha``-scaled copies).
 
     Args:
-      model: an nsjax model (or any Linen module taking ``(N, H, W, C)``).
+      model: a Linen module (initialised from ``config.seed``); an NNX module (trained from
+        its current ``nnx.Param`` state, which must be all its state, and updated in place
+        with the result: ``config.seed`` only orders the minibatches); or a
+        :class:`nsjax.Model` (its ``params``), e.g. ``nsjax.as_model(f, params=p)``.
       images: ``(N, H, W, C)`` (or ``(N, n)``) floats in ``[-1, 1]``.
       labels: ``(N,)`` integers in ``[0, n_classes)``.
       config: :class:`TrainConfig` (default: the paper recipe).
       eval_data: optional ``(images, labels)`` evaluated after every epoch (``eval_*`` keys).
       progress: show a tqdm bar over epochs.
-      variables: start from these instead of a fresh initialisation.
-      callback: called as ``callback(epoch, record)`` after each epoch.
+      variables: start from these (Linen ``{"params": ...}``, an NNX state or pure dict, a
+        Model's params) instead of the model's own / a fresh initialisation.
+      callback: called as ``callback(epoch, record)`` after each epoch (0-based epoch).
+      checkpoint_dir: a checkpoint directory (:mod:`nsjax.checkpoint`): params, optimizer
+        state, epoch, config, history and a fingerprint of the data are saved there after
+        every ``checkpoint_every`` epochs and after the last one.
+      checkpoint_every: epochs between checkpoints.
+      resume: continue from the checkpoint in ``checkpoint_dir`` if there is one (a run
+        killed and resumed ends with bitwise the params of an uninterrupted one); a
+        checkpoint of another config, data or model is a ``ValueError`` naming what
+        differs.  ``False``: start fresh (an existing checkpoint is replaced).
+      log: called with one line when the run resumes and after each checkpoint.
 
     Returns:
-      ``(variables, history)``: ``{"params": ...}`` and a list with one dict per epoch:
-      ``epoch``, ``loss``, ``accuracy`` (means over the epoch's minibatches, on the
-      augmented set), ``learning_rate`` (at the epoch's end), ``time_s`` (cumulative), and
+      :class:`TrainResult`, unpacking as ``(variables, history)``; also ``.opt_state``,
+      ``.step`` (epochs done), ``.model``.  ``history`` has one dict per epoch: ``epoch``,
+      ``loss``, ``accuracy`` (means over the epoch's minibatches, on the augmented set),
+      ``learning_rate`` (at the epoch's end), ``time_s`` (cumulative in this run), and
       ``eval_accuracy``, ``eval_loss`` with ``eval_data``.
     """
     config = config or TrainConfig()
     n_classes = num_outputs(model)
     x, y = validate_data(images, labels, n_classes=n_classes)
     _check_model_input(model, x)
-    if eval_data is not None:
-        ex, ey = validate_data(*eval_data, n_classes=n_classes, what="eval images")
+    evald = None if eval_data is None else validate_data(*eval_data, n_classes=n_classes,
+                                                         what="eval images")
     n_total = x.shape[0] * (2 if config.uses_rescaled else 1)
     steps_per_epoch = n_total // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
                          f"({n_total} examples with the rescaled copies)")
-
-    key = jax.random.key(config.seed)
-    init_key, data_key = jax.random.split(key)
+    if int(checkpoint_every) < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
     tx = make_optimizer(config, steps_per_epoch)
-    if variables is None:
-        variables = init_params(model, init_key, x.shape[1:])
-        if config.init == "centered":
-            variables = _centered_init(model, variables, x.mean(axis=0))
+    trainable = _trainable(model, variables, init_key, x, config)
+    directory = None if checkpoint_dir is None else Path(checkpoint_dir)
+    fingerprint = data_fingerprint(x, y) if directory is not None else None
+    found = _resume(directory, trainable, tx, config, fingerprint) if resume and directory \
+        else None
     # copy: the jitted epoch donates the state's buffers, never the caller's arrays
-    variables = jax.tree_util.tree_map(jnp.array, variables)
-    state = create_train_state(model, init_key, tx, variables=variables)
-    lr_fn = _schedule(config, steps_per_epoch)
+    params, opt_state, start, history = found or (trainable.params, None, 0, [])
+    params = jax.tree_util.tree_map(jnp.array, params)
+    state = train_state.TrainState.create(apply_fn=trainable.apply, params=params, tx=tx)
+    if found is not None:
+        state = state.replace(step=start * steps_per_epoch,
+                              opt_state=jax.tree_util.tree_map(jnp.array, opt_state))
+        if log is not None:
+            log(f"resuming from checkpoint {directory}: epoch {start} of {config.epochs} done")
+    loop = _Loop(trainable, config, steps_per_epoch, data_key, evald, directory,
+                 int(checkpoint_every), fingerprint, callback, log)
+    state, history = loop.run(state, jnp.asarray(x), jnp.asarray(y), start, history, progress)
+    model_out, variables_out = trainable.finish(state.params)
+    return TrainResult(variables_out, history, opt_state=state.opt_state, step=config.epochs,
+                       model=model_out, resumed_from=start if found is not None else None)
 
-    xd, yd = jnp.asarray(x), jnp.asarray(y)
-    history: list[dict] = []
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs, desc=f"train {type(model).__name__}", unit="epoch")
-    alpha = float(config.alpha) if config.uses_rescaled else None
-    try:
-        for epoch in range(config.epochs):
-            state, m = _train_epoch(state, xd, yd, jax.random.fold_in(data_key, epoch),
-                                    batch_size=config.batch_size, alpha=alpha)
-            rec = {"epoch": epoch + 1, "loss": float(m["loss"]), "accuracy": float(m["accuracy"]),
-                   "learning_rate": float(lr_fn((epoch + 1) * steps_per_epoch - 1))}
-            if eval_data is not None:
-                ev = _eval_loss_acc(model, {"params": state.params}, ex, ey)
-                rec["eval_loss"], rec["eval_accuracy"] = ev
-            rec["time_s"] = time.perf_counter() - t0
-            history.append(rec)
-            if callback is not None:
-                callback(epoch, rec)
+@dataclasses.dataclass
+class _Loop:
+    """The epochs of :func:`train` from ``start``: one jitted call each, a record, the
+    callback, the tqdm bar and the checkpoints."""
+
+    trainable: _Trainable
+    config: TrainConfig
+    steps_per_epoch: int
+    data_key: jax.Array
+    evald: tuple | None
+    directory: Path | None
+    every: int
+    fingerprint: dict | None
+    callback: Callable | None
+    log: Callable | None
+
+    def run(self, state, xd, yd, start: int, history: list, progress: bool):
+        config, lr_fn = self.config, _schedule(self.config, self.steps_per_epoch)
+        alpha = float(config.alpha) if config.uses_rescaled else None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=config.epochs, initial=start, unit="epoch",
+                       desc=f"train {self.trainable.name}")
+        t0 = time.perf_counter()
+        try:
+            for epoch in range(start, config.epochs):
+                state, m = _train_epoch(state, xd, yd, jax.random.fold_in(self.data_key, epoch),
+                                        batch_size=config.batch_size, alpha=alpha)
+                rec = {"epoch": epoch + 1, "loss": float(m["loss"]),
+                       "accuracy": float(m["accuracy"]),
+                       "learning_rate": float(lr_fn((epoch + 1) * self.steps_per_epoch - 1))}
+                if self.evald is not None:
+                    ev = _eval_loss_acc(self.trainable.apply, state.params, *self.evald)
+                    rec["eval_loss"], rec["eval_accuracy"] = ev
+                rec["time_s"] = time.perf_counter() - t0
+                history.append(rec)
+                self._checkpoint(state, epoch + 1, history)
+                if self.callback is not None:
+                    self.callback(epoch, rec)
+                if bar is not None:
+                    post = {"loss": f"{rec['loss']:.4f}", "acc": f"{rec['accuracy']:.4f}"}
+                    if "eval_accuracy" in rec:
+                        post["eval_acc"] = f"{rec['eval_accuracy']:.4f}"
+                    bar.set_postfix(post)
+                    bar.update(1)
+        finally:
             if bar is not None:
-                post = {"loss": f"{rec['loss']:.4f}", "acc": f"{rec['accuracy']:.4f}"}
-                if "eval_accuracy" in rec:
-                    post["eval_acc"] = f"{rec['eval_accuracy']:.4f}"
-                bar.set_postfix(post)
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return {"params": state.params}, history
+                bar.close()
+        return state, history
 
+    def _checkpoint(self, state, done: int, history) -> None:
+        if self.directory is None or (done % self.every and done != self.config.epochs):
+            return
+        _save_progress(self.directory, self.trainable, state, done, self.config, history,
+                       self.fingerprint)
+        if self.log is not None:
+            self.log(f"checkpoint: epoch {done} of {self.config.epochs} saved to "
+                     f"{self.directory}")
 
 # --------------------------------------------------------------------------- evaluation
 
 
-@partial(jax.jit, static_argnames=("model",))
-def _logits(model, variables, x):
-    return model.apply(variables, x)
+@partial(jax.jit, static_argnames=("apply",))
+def _logits(apply, params, x):
+    return apply(params, x)
 
 
-def predict(model: nn.Module, variables, images, *, batch_size: int = 4096) -> np.ndarray:
-    """Logits ``(N, n_classes)`` of ``images`` in fixed-size (padded) jitted batches."""
+@dataclasses.dataclass(frozen=True)
+class _LinenVariables:
+    module: nn.Module
+
+    def __call__(self, variables, x):
+        return self.module.apply(variables, x)
+
+
+def _apply_of(model, variables):
+    """``(apply(params, x), params)`` for a Linen module + variables, an NNX module
+    (``variables``: its state, or ``None`` for its own) or a :class:`nsjax.Model`."""
+    from nsjax._model import Model, as_model
+
+    if isinstance(model, nn.Module):
+        return _LinenVariables(model), variables
+    if isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+        return _NNXParams(graphdef), state if variables is None else variables
+    m = model if isinstance(model, Model) else as_model(model, params=variables)
+    return _ModelParams(m.apply_fn, m.batched), m.params if variables is None else variables
+
+
+def predict(model, variables, images, *, batch_size: int = 4096) -> np.ndarray:
+    """Logits ``(N, n_classes)`` of ``images`` in fixed-size (padded) jitted batches.
+
+    ``model``: a Linen module with its ``variables``, an NNX module (``variables``: its
+    state, ``None``: its own) or a :class:`nsjax.Model` (``None``: its params)."""
+    return _predict(*_apply_of(model, variables), images, batch_size, num_outputs(model))
+
+
+def _predict(apply, params, images, batch_size: int = 4096, k: int | None = None):
     x = np.asarray(images, np.float32)
     n = x.shape[0]
     if n == 0:
-        k = num_outputs(model) or 0
-        return np.zeros((0, k), np.float32)
+        return np.zeros((0, k or 0), np.float32)
     bs = min(batch_size, n)
     out = []
     for i in range(0, n, bs):
@@ -546,12 +828,12 @@ def predict(model: nn.Module, variables, images, *, batch_size: int = 4096) -> n
         m = chunk.shape[0]
         if m < bs:
             chunk = np.concatenate([chunk, np.zeros((bs - m,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(_logits(model, variables, jnp.asarray(chunk)))[:m])
+        out.append(np.asarray(_logits(apply, params, jnp.asarray(chunk)))[:m])
     return np.concatenate(out)
 
 
-def _eval_loss_acc(model, variables, x, y):
-    logits = predict(model, variables, x)
+def _eval_loss_acc(apply, params, x, y):
+    logits = _predict(apply, params, x)
     loss = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), jnp.asarray(y))
     return float(jnp.mean(loss)), float(np.mean(np.argmax(logits, -1) == y))
 

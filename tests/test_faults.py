@@ -175,7 +175,8 @@ def test_train_refuses_to_replace_another_training(tmp_path):
     _checkpoint.save(tmp_path / "run" / "checkpoint", nsjax.FCNN((784, 32, 16, 10)),
                      nsjax.init_params(nsjax.FCNN((784, 32, 16, 10)), jax.random.key(0)),
                      config=cfg.replace(seed=9))
-    with pytest.raises(ValueError, match="another model or training config"):
+    with pytest.raises(ValueError, match=r"another model or training config .*seed: "
+                                         r"checkpoint 9 vs now 0"):
         train_and_evaluate("mnist", config=cfg, source="embedded", out_dir=tmp_path / "run",
                            limit=100, progress=False)
     assert os.listdir(tmp_path / "run") == ["checkpoint"]  # nothing written

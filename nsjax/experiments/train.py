@@ -56,6 +56,9 @@ def train_and_evaluate(
     activation: str = "relu",
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool | None = None,
+    checkpoint_every: int = 5,
+    log=None,
 ) -> dict:
     """Load ``dataset``, train an FCNN ``arch`` with ``config``, evaluate, save.
 
@@ -66,10 +69,17 @@ def train_and_evaluate(
       data_dir, source, limit: passed to :func:`nsjax.data.load` (``limit`` caps each split).
       out_dir: where to write the checkpoint (``out_dir/checkpoint``, one atomic commit) and
         ``metrics.json`` (``None``: nothing written); checked before training: it must be
-        writable, and a checkpoint of another training there is refused unless
-        ``overwrite``.
+        writable, and a checkpoint of another training there is refused (naming the
+        differing fields) unless ``overwrite``.  During training the checkpoint holds the
+        params, optimizer state and epoch every ``checkpoint_every`` epochs.
       activation: ``"relu"`` or ``"sigmoid"``.
       progress: tqdm bar.
+      overwrite: start afresh, replacing whatever checkpoint ``out_dir`` holds.
+      resume: ``None`` (default): continue from ``out_dir/checkpoint`` when it holds this
+        training (same model, config and data), e.g. after a run was killed; ``True``: the
+        same, but a missing checkpoint is an error; ``False``: train from the start.
+      checkpoint_every: epochs between checkpoints while training.
+      log: called with a line when the run resumes and after each checkpoint.
 
     Returns:
       The metrics dict (also ``out_dir/metrics.json``): ``dataset``, ``model`` (spec),
@@ -78,30 +88,40 @@ def train_and_evaluate(
       has none), ``filtered_train`` (the paper's filtered set: training images right at both
       scales, with its size, per-class counts and mean confidences), ``null_space_dim``,
       ``rank``, ``train_time_s``, ``total_time_s``, ``history``, ``checkpoint``,
-      ``versions``.
+      ``versions``, ``resumed_from`` (the epoch training resumed after, or ``None``).
     """
     t_start = time.perf_counter()
     out = None if out_dir is None else prepare_out(out_dir, figures=False)
     config = config or _train.recipe(dataset)
     arch = parse_arch(arch)
     model = FCNN(arch, activation=activation)
-    if out is not None and not overwrite:
-        _refuse_other_checkpoint(out / "checkpoint", model, config)
+    ck = None if out is None else out / "checkpoint"
+    if ck is not None and not overwrite:
+        _refuse_other_checkpoint(ck, model, config)
+    if resume and (ck is None or not (ck.exists() or _checkpoint._previous(ck).exists())):
+        raise ValueError(f"resume: there is no checkpoint to resume from at {ck}")
     tr, te = load_splits(dataset, data_dir, source, limit=limit, test_limit=limit)
     _check_fit(arch, tr)
     t0 = time.perf_counter()
-    variables, history = _train.train(model, tr.images, tr.labels, config,
-                                      eval_data=(te.images, te.labels), progress=progress)
+    result = _train.train(model, tr.images, tr.labels, config,
+                          eval_data=(te.images, te.labels), progress=progress,
+                          checkpoint_dir=ck, checkpoint_every=checkpoint_every,
+                          resume=not overwrite if resume is None else resume, log=log)
+    variables, history = result
     jax.block_until_ready(variables)
     train_time = time.perf_counter() - t0
     metrics = _metrics(model, variables, config, tr, te)
     metrics.update(dataset=dataset, train_time_s=train_time, history=history,
                    checkpoint=None if out is None else str(out),
+                   resumed_from=result.resumed_from,
                    total_time_s=time.perf_counter() - t_start)
-    if out is not None:
+    if ck is not None:
         summary = {k: metrics[k] for k in ("dataset", "train", "test", "null_space_dim",
                                            "train_time_s")}
-        _checkpoint.save(out / "checkpoint", model, variables, config=config, metrics=summary)
+        summary.update(history=history, data=_train.data_fingerprint(
+            *_train.validate_data(tr.images, tr.labels)))
+        _checkpoint.save(ck, model, variables, opt_state=result.opt_state, step=result.step,
+                         config=config, metrics=summary)
         _atomic_text(out / "metrics.json", _checkpoint.to_json(metrics))
     return metrics
 
@@ -109,15 +129,16 @@ def train_and_evaluate(
 def _refuse_other_checkpoint(directory: Path, model, config) -> None:
     """``ValueError`` if ``directory`` holds a checkpoint of another model or config (or
     one that cannot be read): a new training must not replace it unasked."""
-    if not directory.exists():
+    if not (directory.exists() or _checkpoint._previous(directory).exists()):
         return
     try:
-        _, _, meta = _checkpoint.restore(directory)
-        same = meta["model"] == spec(model) and meta.get("config") == config.to_dict()
-        why = "another model or training config"
+        meta = _checkpoint.restore(directory).meta
+        diff = _checkpoint._spec_diff(meta["model"], spec(model))
+        diff += _train.config_diff(meta.get("config"), config)
+        why = "another model or training config (differing fields: " + "; ".join(diff) + ")"
     except (ValueError, FileNotFoundError) as err:
-        same, why = False, f"a checkpoint that cannot be read ({err})"
-    if not same:
+        diff, why = [True], f"a checkpoint that cannot be read ({err})"
+    if diff:
         raise ValueError(f"{directory} holds {why}; choose another output folder or pass "
                          "overwrite=True (--overwrite) to replace it")
 
