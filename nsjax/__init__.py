@@ -49,12 +49,14 @@ from nsjax._nullspace import (
     uses_cpu_kernel,
 )
 from nsjax._stego import (
+    DEFAULT_BOUNDS,
     PAPER_ALPHA2_CAP,
     DomainError,
     StegoResult,
     TrivialNullSpaceError,
     check_domain,
     max_alpha2,
+    rescale,
     reveal,
     stego,
 )
@@ -62,6 +64,7 @@ from nsjax._stego import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_BOUNDS",
     "PAPER_ALPHA2_CAP",
     "CNN",
     "Certificate",
@@ -114,6 +117,7 @@ __all__ = [
     "plots",
     "psnr",
     "remedy",
+    "rescale",
     "reveal",
     "roc_auc",
     "sharding",

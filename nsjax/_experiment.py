@@ -3,9 +3,10 @@
 The paper shows examples; here every number comes from whole sets of pairs:
 
 * ``success_rate``: ``argmax f(S) == class(H)`` over all pairs;
-* ``success_rate_given_hidden_correct``: the same over pairs whose ``alpha1 H`` alone is
-  classified correctly (the null-space method promises 100 % there: ``f(S) = f(alpha1 H)``);
-* ``agreement_max_abs``: ``max |softmax f(S) - softmax f(alpha1 H)|`` over pairs and classes,
+* ``success_rate_given_hidden_correct``: the same over pairs whose ``rescale(H)`` alone is
+  classified correctly (the null-space method promises 100 % there: ``f(S) =
+  f(rescale(H))``; ``rescale(H) = alpha1 H`` in the paper's ``[-1, 1]``);
+* ``agreement_max_abs``: ``max |softmax f(S) - softmax f(rescale(H))|`` over pairs and classes,
   with the network evaluated in the images' dtype (float32: what a deployment sees);
 * ``agreement_max_abs_float64_eval``: the same with the network evaluated in float64 on the
   same images (``jax.enable_x64``), which isolates the construction error of ``S`` from the
@@ -32,7 +33,7 @@ import numpy as np
 
 from nsjax._metrics import _data_range, psnr, ssim
 from nsjax._nullspace import NullSpace
-from nsjax._stego import DEFAULT_BOUNDS, TrivialNullSpaceError, _as_bounds, stego
+from nsjax._stego import DEFAULT_BOUNDS, TrivialNullSpaceError, _as_bounds, rescale, stego
 
 __all__ = ["make_pairs", "evaluate_stego"]
 
@@ -118,8 +119,8 @@ def evaluate_stego(
     lo, hi = _as_bounds(DEFAULT_BOUNDS if bounds is None else bounds)
     cat = _run_pairs(apply_fn, ns, covers, hiddens, alpha1, alpha2_cap, batch_size, bounds,
                      _data_range(None, (lo, hi)))
-    agree64 = _float64_agreement(apply_fn, cat["stego"], alpha1 * np.asarray(hiddens),
-                                 batch_size)
+    agree64 = _float64_agreement(apply_fn, cat["stego"],
+                                 np.asarray(rescale(hiddens, alpha1, bounds=(lo, hi))), batch_size)
     summary, details = _summarize(cat, labels, alpha1, alpha2_cap)
     summary["agreement_max_abs_float64_eval"] = agree64
     summary["bounds"] = [lo, hi]
@@ -138,12 +139,13 @@ def _run_pairs(apply_fn, ns, covers, hiddens, alpha1, alpha2_cap, batch_size, bo
         h = hiddens[start:start + batch_size]
         r = stego(c, h, ns, alpha1=alpha1, alpha2_cap=alpha2_cap, bounds=bounds)
         s, a2 = r.image, r.alpha2
-        sc = a2.reshape((-1,) + (1,) * (c.ndim - 1)) * c
+        m = sum(_as_bounds(DEFAULT_BOUNDS if bounds is None else bounds)) / 2
+        sc = m + a2.reshape((-1,) + (1,) * (c.ndim - 1)) * (c - m)  # the weighted cover
         out["stego"].append(np.asarray(s))
         out["alpha2"].append(np.asarray(a2))
         out["alpha2_admissible"].append(np.asarray(r.alpha2_max))
         out["probs"].append(np.asarray(f(s)))
-        out["probs_h"].append(np.asarray(f(alpha1 * h)))
+        out["probs_h"].append(np.asarray(f(rescale(h, alpha1, bounds=bounds))))
         if c.ndim == 4:
             for key, x, y, metric in (("psnr_c", s, c, psnr), ("ssim_c", s, c, ssim),
                                       ("psnr_sc", s, sc, psnr), ("ssim_sc", s, sc, ssim),

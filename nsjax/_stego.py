@@ -5,15 +5,27 @@ For a network ``f`` with null space ``N``, a cover ``C`` and a hidden image ``H`
     S = alpha1 * H_perp + alpha2 * C_hat,    C_hat = P_N C,   H_perp = (I - P_N) H
 
 ``S`` looks like (a scaled) ``C`` to a person, while ``f(S) = f(alpha1 H_perp) =
-f(alpha1 H)``: the network sees only the hidden image.
+f(alpha1 H)``: the network sees only the hidden image.  (In another domain than the
+paper's ``[-1, 1]`` the same construction is made about the domain's centre, below.)
 
 The image domain.  Images live in ``[lo, hi]^n`` (``bounds=(lo, hi)``); the default is the
 paper's ``(-1, 1)``.  Data in ``[0, 1]`` (Foolbox ``bounds``, ART ``clip_values``,
 ``uint8 / 255``) needs ``bounds=(0, 1)``; nothing is ever clipped, out-of-domain input is a
 :class:`DomainError`.  Bounds are compared in the images' dtype (``bounds`` rounded to it).
 
+Centring.  The construction is made about the domain's centre ``m = (lo + hi) / 2``::
+
+    S = m + alpha1 (H - m)_perp + alpha2 (C - m)_hat
+
+and the network sees ``f(S) = f(m + alpha1 (H - m))``, the hidden image with its contrast
+scaled by ``alpha1`` about the centre (:func:`rescale`): ``S - (m + alpha1 (H - m))`` is a
+null vector.  For the paper's ``[-1, 1]``, ``m = 0`` and this is the paper's formula,
+``f(S) = f(alpha1 H)``, computed bit for bit as before.  Without the centring, ``[0, 1]``
+images fail on MNIST-like data: ``alpha1 H_perp`` keeps the signs of ``H_perp`` (which has
+both), and where it is negative on a pixel whose ``C_hat <= 0`` no ``alpha2`` helps.
+
 Choosing ``alpha2`` (closed form, no search).  ``S`` must stay in the domain.  With
-``h = alpha1 H_perp`` and ``c = C_hat``, pixel ``i`` requires
+``h = m + alpha1 (H - m)_perp`` and ``c = (C - m)_hat``, pixel ``i`` requires
 ``lo <= h_i + alpha2 c_i <= hi``; with ``alpha2 >= 0`` the admissible set is the interval
 ``[L, U]``::
 
@@ -27,15 +39,8 @@ rounding in ``h_i + alpha2 c_i`` cannot step outside the domain (the computed bo
 and sum carry a few ``eps/2`` relative errors of ``hi - h_i`` resp. ``h_i - lo``; the final
 sum rounds monotonically, and ``lo``/``hi`` are representable).  A lower bound ``L > 0``
 arises only where ``h_i`` itself lies outside the domain; it gets the mirror margin
-``L (1 + 8 eps)``.  The pair is rejected (:class:`DomainError`) iff that interval is empty.
-Where ``h`` lies inside the domain (always so for ``[-1, 1]`` and ``|alpha1 H_perp| <= 1``)
-``L = 0`` and the interval is ``[0, U]``.
-
-In ``[0, 1]`` ``h = alpha1 H_perp`` usually has negative pixels (``H_perp`` is ``H`` minus
-its row-space component, which has both signs), so ``L > 0`` and such a pixel needs
-``C_hat > 0`` there; where ``C_hat <= 0`` (e.g. a black cover pixel whose null-space part is
-negative) no ``alpha2`` and no ``alpha1 > 0`` helps: the construction has no offset, so
-``alpha1 H_perp`` keeps the sign of ``H_perp``.  The error says which case applies.
+``L (1 + 8 eps)``.  The pair is rejected (:class:`DomainError`) iff that interval is empty;
+``h`` shrinks towards the centre ``m`` as ``alpha1`` does, so a smaller ``alpha1`` helps.
 
 If ``C_hat = 0`` (a trivial null space, or a cover with no component in it) no pixel bounds
 ``alpha2`` and nothing is hidden: :class:`TrivialNullSpaceError`, not an "unbounded"
@@ -48,6 +53,7 @@ bfloat16 would add a row-space error of ``eps(bfloat16) |S|`` that the network s
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import NamedTuple
@@ -59,7 +65,7 @@ import numpy as np
 from nsjax._nullspace import NullSpace, _flat_shape, check_float_array
 
 __all__ = ["StegoResult", "stego", "reveal", "max_alpha2", "check_domain", "DomainError",
-           "TrivialNullSpaceError", "PAPER_ALPHA2_CAP", "DEFAULT_BOUNDS"]
+           "TrivialNullSpaceError", "PAPER_ALPHA2_CAP", "DEFAULT_BOUNDS", "rescale"]
 
 #: The paper's image domain ``[-1, 1]`` (``uint8 v -> v / 127.5 - 1``).
 DEFAULT_BOUNDS = (-1.0, 1.0)
@@ -170,11 +176,18 @@ def _interval(h: jax.Array, c: jax.Array, lo, hi) -> tuple[jax.Array, jax.Array]
     return lower, upper
 
 
-@jax.jit
-def _stego_flat(ns, cover, hidden, alpha1, alpha2, cap, lo, hi):
-    """Flat ``(..., n)`` core; ``alpha2`` NaN means "pick the maximum, at most ``cap``"."""
-    h = alpha1 * ns.complement(hidden, accurate=True)
-    c = ns.project(cover, accurate=True)
+@functools.partial(jax.jit, static_argnames=("centred",))
+def _stego_flat(ns, cover, hidden, alpha1, alpha2, cap, lo, hi, centred=False):
+    """Flat ``(..., n)`` core; ``alpha2`` NaN means "pick the maximum, at most ``cap``".
+    ``centred``: the construction about ``m = (lo + hi) / 2`` (static: ``m = 0`` compiles
+    the paper's formula unchanged)."""
+    if centred:
+        m = (lo + hi) / 2
+        h = m + alpha1 * ns.complement(hidden - m, accurate=True)
+        c = ns.project(cover - m, accurate=True)
+    else:
+        h = alpha1 * ns.complement(hidden, accurate=True)
+        c = ns.project(cover, accurate=True)
     lower, amax = _interval(h, c, lo, hi)
     a2 = jnp.where(jnp.isnan(alpha2), jnp.minimum(amax, cap),
                    jnp.broadcast_to(alpha2, amax.shape))
@@ -204,28 +217,35 @@ PAPER_ALPHA2_CAP = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 def _why_empty(lo: float, hi: float, nonempty, stuck, outside) -> str:
     """The DomainError message for pairs whose admissible alpha2 interval is empty;
-    ``stuck``/``outside``: per pair, pixels of ``alpha1 H_perp`` outside the domain that
-    ``alpha2 >= 0`` cannot / can bring back."""
+    ``stuck``/``outside``: per pair, pixels of ``h = m + alpha1 (H - m)_perp`` outside the
+    domain that ``alpha2 >= 0`` cannot / can bring back."""
     bad = np.flatnonzero(~np.asarray(nonempty).reshape(-1))
     i = int(bad[0])
     n_stuck, n_out = int(np.asarray(stuck).reshape(-1)[i]), int(np.asarray(outside).reshape(-1)[i])
-    head = (f"no alpha2 >= 0 keeps S = alpha1 H_perp + alpha2 C_hat in {_fmt(lo, hi)} for "
-            f"{bad.size} pair(s) (first flat index {i}): ")
-    shrink = ("use a smaller alpha1 (alpha1 H_perp shrinks towards 0, inside the domain)"
-              if lo <= 0 <= hi else f"0 is outside {_fmt(lo, hi)}, so a smaller alpha1 "
-              "need not help")
+    m = _centre(lo, hi)
+    what = "alpha1 H_perp" if m == 0 else f"{m:g} + alpha1 (H - {m:g})_perp"
+    head = (f"no alpha2 >= 0 keeps the stego image in {_fmt(lo, hi)} for {bad.size} pair(s) "
+            f"(first flat index {i}): ")
+    shrink = f"use a smaller alpha1 ({what} shrinks towards {m:g}, inside the domain)"
     if n_stuck == 0:
-        return head + (f"alpha1 H_perp lies outside the domain at {n_out} pixel(s), which need "
-                       f"a larger alpha2 than other pixels allow; {shrink}")
-    head += (f"at {n_stuck} pixel(s) alpha1 H_perp lies outside the domain and C_hat is 0 "
-             "there or points further out")
-    if lo < 0 < hi:
-        return head + f"; {shrink}"
-    return head + ("; a smaller alpha1 cannot fix a pixel on the wrong side of 0: alpha1 "
-                   "H_perp keeps the signs of H_perp (= H minus its row-space part, which has "
-                   f"both signs), and 0 is not inside {_fmt(lo, hi)} with a margin; use another "
-                   "cover, or a domain centred on 0 (e.g. [0, 1] images mapped to [-1, 1], with "
-                   "a network trained there)")
+        return head + (f"{what} lies outside the domain at {n_out} pixel(s), which need a "
+                       f"larger alpha2 than other pixels allow; {shrink}")
+    return head + (f"at {n_stuck} pixel(s) {what} lies outside the domain and the cover's "
+                   f"null-space part is 0 there or points further out; {shrink}")
+
+
+def _centre(lo: float, hi: float) -> float:
+    """The centre ``m`` of the domain, about which the construction is made."""
+    return (lo + hi) / 2
+
+
+def rescale(images, alpha1: float = 0.2, *, bounds=None) -> jax.Array:
+    """What the network sees of a hidden image: ``m + alpha1 (H - m)``, ``m`` the domain's
+    centre (``alpha1 H`` for the paper's ``[-1, 1]``).  Same shape as ``images``."""
+    lo, hi = _as_bounds(DEFAULT_BOUNDS if bounds is None else bounds)
+    images = check_float_array(images, "images")
+    m = _centre(lo, hi)
+    return alpha1 * images if m == 0 else m + alpha1 * (images - m)
 
 
 def _explicit_alpha2(alpha2, batch: tuple[int, ...], dtype) -> jax.Array:
@@ -273,6 +293,9 @@ def _warn_if_unit_range(cmin: float, hmin: float) -> None:
 def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None,
           alpha2_cap: float | None = None, bounds=None) -> StegoResult:
     """Stego images ``S = alpha1 H_perp + alpha2 C_hat`` for a batch of pairs, in one call.
+
+    In a domain other than ``[-1, 1]`` the construction is centred (module docstring):
+    ``S = m + alpha1 (H - m)_perp + alpha2 (C - m)_hat`` and ``f(S) = f(rescale(H))``.
 
     Args:
       cover: ``(..., *ns.input_shape)`` or ``(..., n)`` cover images in ``[lo, hi]``.
@@ -329,7 +352,7 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None,
         ns, cover.reshape(flat), hidden.reshape(flat), jnp.asarray(alpha1, dtype),
         _explicit_alpha2(alpha2, batch, dtype),
         jnp.asarray(jnp.inf if alpha2_cap is None else alpha2_cap, dtype),
-        jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
+        jnp.asarray(lo, dtype), jnp.asarray(hi, dtype), centred=_centre(lo, hi) != 0.0)
     if not bool(jnp.all(nonempty)):
         raise DomainError(_why_empty(lo, hi, nonempty, *diag))
     if alpha2 is None and not bool(jnp.all(cover_ok)):
@@ -347,9 +370,14 @@ def stego(cover, hidden, ns: NullSpace, *, alpha1: float = 0.2, alpha2=None,
     return StegoResult(s.reshape(cover.shape), a2, float(alpha1), amax)
 
 
-def reveal(images, ns: NullSpace) -> jax.Array:
-    """What the network sees: the complement component ``(I - P_N) S``.
+def reveal(images, ns: NullSpace, *, bounds=None) -> jax.Array:
+    """What the network sees: ``m + (I - P_N)(S - m)``, ``m`` the domain's centre.
 
-    For ``S = alpha1 H_perp + alpha2 C_hat`` this is ``alpha1 H_perp``.  Same shape as input.
+    For a stego image this is ``m + alpha1 (H - m)_perp``: for the paper's ``[-1, 1]``
+    (``m = 0``) the complement component ``alpha1 H_perp``.  Same shape as input.
     """
-    return ns.complement(images, accurate=True)
+    lo, hi = _as_bounds(DEFAULT_BOUNDS if bounds is None else bounds)
+    m = _centre(lo, hi)
+    if m == 0:
+        return ns.complement(images, accurate=True)
+    return m + ns.complement(check_float_array(images) - m, accurate=True)

@@ -78,23 +78,34 @@ def test_shape_and_dtype_errors(net):
 
 
 def _unit_images(seed, n=64):
-    """[0, 1] images away from 0 and 1 (black pixels make the pair infeasible, see below)."""
+    """[0, 1] images, uniform over the whole domain (black and white pixels included)."""
     k1, k2 = jax.random.split(jax.random.key(seed))
-    return (jax.random.uniform(k1, (n, 28, 28, 1), minval=0.25, maxval=0.75),
-            jax.random.uniform(k2, (n, 28, 28, 1), minval=0.25, maxval=0.75))
+    return (jax.random.uniform(k1, (n, 28, 28, 1), minval=0.0, maxval=1.0),
+            jax.random.uniform(k2, (n, 28, 28, 1), minval=0.0, maxval=1.0))
 
 
 def _interval64(kernel, c, h, alpha1, lo, hi):
-    """Independent float64 admissible interval [L, U] of alpha2 per pair (NumPy, from W1)."""
+    """Independent float64 admissible interval [L, U] of alpha2 per pair (NumPy, from W1),
+    for the construction centred on m = (lo + hi) / 2."""
+    m = (lo + hi) / 2
     q = np.linalg.qr(np.asarray(kernel, np.float64))[0]  # (n, rank) row-space basis
-    c = np.asarray(c, np.float64).reshape(len(c), -1)
-    h = np.asarray(h, np.float64).reshape(len(h), -1)
-    hp = alpha1 * (h @ q) @ q.T
+    c = np.asarray(c, np.float64).reshape(len(c), -1) - m
+    h = np.asarray(h, np.float64).reshape(len(h), -1) - m
+    hp = m + alpha1 * (h @ q) @ q.T
     ch = c - (c @ q) @ q.T
     safe = np.where(ch == 0, 1.0, ch)
     up = np.where(ch > 0, (hi - hp) / safe, np.where(ch < 0, (lo - hp) / safe, np.inf))
     low = np.where(ch > 0, (lo - hp) / safe, np.where(ch < 0, (hi - hp) / safe, -np.inf))
     return np.maximum(low.max(1), 0.0), up.min(1)
+
+
+def _first_layer_tol(kernels, v):
+    """f(S) = f(rescale(H)): S - rescale(H) is a null vector v of W1.  In float32 the first
+    layer errs per unit by the rounding of sum_j W1_jk v_j and of the null-space basis, each
+    ~eps32 * max_k sum_j |W1_jk| * max |v|; ReLU is 1-Lipschitz and each later layer
+    multiplies a max-norm error by at most its largest column abs-sum."""
+    gain = np.prod([np.abs(k).sum(0).max() for k in kernels[1:]])
+    return 4 * np.finfo(np.float32).eps * np.abs(kernels[0]).sum(0).max() * v * gain
 
 
 def test_unit_range_stego_in_domain_maximal_and_invisible(net):
@@ -106,35 +117,40 @@ def test_unit_range_stego_in_domain_maximal_and_invisible(net):
     kernels = [np.asarray(params["params"][f"Dense_{i}"]["kernel"]) for i in range(3)]
     lower, upper = _interval64(kernels[0], c, h, 0.2, 0.0, 1.0)
     a2 = np.asarray(r.alpha2, np.float64)
-    assert np.all(lower > 0)  # alpha1 H_perp has negative pixels: the lower bound is active
     # maximal: nsjax shrinks by (1 - 8 eps32) against rounding; float32 bases add ~1e-6
     assert np.all(a2 >= (1 - 1e-5) * upper) and np.all(a2 <= (1 + 1e-5) * upper)
     assert np.all(a2 >= lower)
-    # f(S) = f(alpha1 H): S - alpha1 H is a null vector v of W1.  In float32 the first layer
-    # errs per unit by the rounding of sum_j W1_jk v_j and of the null-space basis, each
-    # ~eps32 * max_k sum_j |W1_jk| * max |v|; ReLU is 1-Lipschitz and each later layer
-    # multiplies a max-norm error by at most its largest column abs-sum.
-    v = np.abs(s - 0.2 * np.asarray(h)).max()
-    gain = np.prod([np.abs(k).sum(0).max() for k in kernels[1:]])
-    tol = 4 * np.finfo(np.float32).eps * np.abs(kernels[0]).sum(0).max() * v * gain
-    np.testing.assert_allclose(model.apply(params, r.image), model.apply(params, 0.2 * h),
+    seen = nsjax.rescale(h, 0.2, bounds=(0, 1))
+    np.testing.assert_array_equal(seen, 0.5 + 0.2 * (h - 0.5))
+    tol = _first_layer_tol(kernels, np.abs(s - np.asarray(seen)).max())
+    np.testing.assert_allclose(model.apply(params, r.image), model.apply(params, seen),
                                rtol=0, atol=tol)
+    # what the network sees, back in the domain: 0.5 + 0.2 (H - 0.5)_perp
+    np.testing.assert_allclose(nsjax.reveal(r.image, ns, bounds=(0, 1)),
+                               0.5 + 0.2 * ns.complement(h - 0.5), atol=1e-6)
     with pytest.raises(DomainError, match=r"out of \[0, 1\].*> max"):
         stego(c, h, ns, bounds=(0, 1), alpha2=(1 + 1e-4) * r.alpha2)
-    with pytest.raises(DomainError, match=r"out of \[0, 1\].*< min"):
-        stego(c, h, ns, bounds=(0, 1), alpha2=jnp.zeros(64))
-    with pytest.raises(DomainError, match=r"alpha2_cap 0\.001 .*\[0, 1\]"):
-        stego(c, h, ns, bounds=(0, 1), alpha2_cap=1e-3)
 
 
-def test_unit_range_black_pixels_can_be_infeasible(net):
-    _, _, ns = net
-    # MNIST-like: black background, a bright square.  H_perp and C_hat have both signs in
-    # the background, so somewhere alpha1 H_perp < 0 where C_hat <= 0: no alpha2 helps.
+def test_unit_range_mnist_like_images_and_an_empty_interval(net):
+    model, params, ns = net
+    # MNIST-like: black background, a bright square.  Without the centring, alpha1 H_perp
+    # is negative somewhere the cover's C_hat <= 0 and no alpha2 helps; about m = 0.5 the
+    # hidden part stays near 0.5 and the interval is [0, U].
     c = jnp.zeros((2, 28, 28, 1)).at[:, 8:20, 8:20].set(1.0)
     h = jnp.zeros((2, 28, 28, 1)).at[:, 4:14, 10:24].set(0.8)
-    with pytest.raises(DomainError, match=r"no alpha2 >= 0 .*\[0, 1\].*smaller alpha1 cannot"):
-        stego(c, h, ns, bounds=(0, 1))
+    r = stego(c, h, ns, bounds=(0, 1))
+    assert float(r.image.min()) >= 0 and float(r.image.max()) <= 1
+    assert np.all(np.asarray(r.alpha2) > 0)
+    # m + alpha1 (H - m)_perp itself leaves [0, 1] when the row space is most of R^n and
+    # alpha1 = 1 (binary H: h ~ H plus its small null part removed): the interval is empty,
+    # the message names the domain and the remedy
+    wide = nsjax.null_space(jax.random.normal(jax.random.key(3), (700, 784)),
+                            input_shape=(28, 28, 1))
+    binary = jax.random.bernoulli(jax.random.key(1), 0.5, h.shape).astype(jnp.float32)
+    with pytest.raises(DomainError, match=r"\[0, 1\].*smaller alpha1"):
+        stego(c, binary, wide, bounds=(0, 1), alpha1=1.0)
+    assert stego(c, binary, wide, bounds=(0, 1), alpha1=0.2).image.max() <= 1
 
 
 def test_bounds_in_domain_errors(net):
@@ -143,7 +159,7 @@ def test_bounds_in_domain_errors(net):
     with pytest.raises(DomainError, match=r"cover images must lie in \[0, 1\].*bounds=\(0, 1\)"):
         stego(c.at[0, 0, 0, 0].set(1.5), h, ns, bounds=(0, 1))
     with pytest.raises(DomainError, match=r"hidden images must lie in \[0.2, 1\]"):
-        stego(c, h.at[1, 0, 0, 0].set(0.1), ns, bounds=(0.2, 1))
+        stego(0.25 + 0.5 * c, (0.25 + 0.5 * h).at[1, 0, 0, 0].set(0.1), ns, bounds=(0.2, 1))
     with pytest.raises(DomainError, match=r"\[0, 1\]"):
         nsjax.check_domain(-0.1 * h, bounds=(0, 1))
     with pytest.raises(DomainError, match=r"\[0, 1\]"):
