@@ -139,7 +139,7 @@ def _model_args(model, variables, rest, input_shape) -> tuple[Model, tuple[int, 
     """Normalise ``(model, variables, <next positional>)``: a non-Linen model has no
     variables, so its second positional argument is the next one (``certify(nnx_model,
     key)``, ``stacked_jacobian(eqx_mlp, points)``)."""
-    if not isinstance(model, nn.Module | Model) and rest is None:
+    if not isinstance(model, nn.Module) and rest is None:
         variables, rest = None, variables
     m = as_model(model, variables, input_shape=input_shape)
     return m, m.resolve_input_shape(), rest
