@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-__all__ = ["shape", "shape3", "fractions", "names"]
+__all__ = ["shape", "shape3", "fractions", "names", "bounds"]
 
 
 def shape(text: str, ndim: int | None = None) -> tuple[int, ...]:
@@ -38,3 +39,14 @@ def fractions(text: str) -> tuple[float, ...]:
 def names(text: str) -> tuple[str, ...]:
     """``"a, b" -> ("a", "b")``."""
     return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def bounds(text: str) -> tuple[float, float]:
+    """``"0,1" -> (0.0, 1.0)``: an image domain ``LO,HI`` with finite ``LO < HI``."""
+    try:
+        vals = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}")
+    if len(vals) != 2 or not all(math.isfinite(v) for v in vals) or vals[0] >= vals[1]:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with finite LO < HI, got {text!r}")
+    return vals

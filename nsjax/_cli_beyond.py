@@ -45,7 +45,7 @@ def _cmd_certify(args) -> int:
     from nsjax.experiments.certify import run_certify
 
     r = run_certify(args.out, dataset=args.dataset, n_points=args.points,
-                    n_data_points=args.data_points, **_shared_kwargs(args))
+                    n_data_points=args.data_points, bounds=args.bounds, **_shared_kwargs(args))
     print(f"certify: {sum(x['as_expected'] for x in r['rows'])}/{len(r['rows'])} as expected; "
           f"report: {args.out}/report.md")
     return 0 if r["all_as_expected"] else 1
@@ -77,7 +77,9 @@ def _certify_flags(p: argparse.ArgumentParser) -> None:
     _shared_flags(p, "results/beyond/certify")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--points", type=int, default=None,
-                   help="uniform points in [-1, 1]^n (default 2 ceil(n / outputs))")
+                   help="uniform points in the domain (default 2 ceil(n / outputs))")
+    p.add_argument("--bounds", type=_cli_args.bounds, default=(-1.0, 1.0), metavar="LO,HI",
+                   help="image domain of the uniform points (default the paper's -1,1)")
     p.add_argument("--data-points", type=int, default=1000,
                    help="training images for the data-only certificate row")
     p.set_defaults(func=_cmd_certify, experiment="certify")

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from nsjax.cli import main
 
 
@@ -23,3 +25,10 @@ def test_console_help_runs():
     out = subprocess.run([sys.executable, "-m", "nsjax", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "nullspace" in out
+
+
+def test_bounds_flag_is_validated(capsys):
+    for bad in ("1,0", "0,inf", "0", "a,b"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["certify", "--bounds", bad, "--out", "unused"])
+        assert exit_.value.code == 2 and "--bounds" in capsys.readouterr().err

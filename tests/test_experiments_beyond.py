@@ -46,6 +46,7 @@ def test_certify_end_to_end(certify_run):
         ["cnn1_valid", "cnn6_valid", "fcnn"]
     rows = {x["id"]: x for x in r["rows"]}
     assert len(rows) == len(r["rows"]) == 11
+    assert r["bounds"] == [-1.0, 1.0] and rows["trained"]["points"].startswith("80 uniform[-1,1]")
     for x in r["rows"]:
         assert x["lower"] <= x["upper"] <= x["n"] == 784
         assert x["as_expected"], x

@@ -42,7 +42,8 @@ _FIGURE_ROWS = ("trained", "dead16", "cnn1_valid", "cnn6_valid")
 def run_certify(out_dir, *, dataset: str = "mnist", data_dir=None, source: str = "auto",
                 epochs: int | None = 10, seed: int = 0, n_points: int | None = None,
                 n_data_points: int = 1000, limit: int | None = None,
-                test_limit: int | None = None, quiet: bool = False) -> dict:
+                test_limit: int | None = None, quiet: bool = False,
+                bounds: tuple[float, float] = (-1.0, 1.0)) -> dict:
     """Certificates for trained / random / planted nets (module docstring).
 
     Args:
@@ -53,6 +54,8 @@ def run_certify(out_dir, *, dataset: str = "mnist", data_dir=None, source: str =
       n_data_points: training images for the data-only row.
       limit, test_limit: caps on the train / test splits (quick runs).
       quiet: no progress lines.
+      bounds: ``(lo, hi)``, the image domain the uniform points are drawn from (the data
+        are in the paper's ``[-1, 1]``; a smaller domain certifies ``f`` restricted to it).
 
     Returns:
       the report written to ``report.json``.
@@ -69,7 +72,7 @@ def run_certify(out_dir, *, dataset: str = "mnist", data_dir=None, source: str =
     accs = {name: evaluate(m, v, te.images, te.labels, alpha=0.2)["accuracy"]
             for name, (m, v) in nets.items()}
     ctx = {"key": jax.random.key(seed + 100), "shape": tr.input_shape, "points": n_points,
-           "progress": progress}
+           "progress": progress, "bounds": tuple(float(b) for b in bounds)}
     rows, certs = [], {}
     for spec in _net_specs(nets, accs, tr, seed, n_data_points):
         row, certs[spec["id"]] = _certificate_row(spec, ctx)
@@ -83,7 +86,7 @@ def run_certify(out_dir, *, dataset: str = "mnist", data_dir=None, source: str =
     report = {
         "experiment": "certify", "dataset": dataset, "data_source": tr.source,
         "n_train": len(tr), "n_test": len(te), "train_config": cfg.to_dict(),
-        "test_accuracy": accs, "rows": rows,
+        "bounds": list(ctx["bounds"]), "test_accuracy": accs, "rows": rows,
         "all_as_expected": all(r["as_expected"] for r in rows),
         "float32_stack": floor, "figures": {"spectra": str(fig.relative_to(out))},
         "wall_seconds": progress.seconds(),
@@ -183,7 +186,7 @@ def _certificate_row(spec: dict, ctx: dict) -> tuple[dict, _certify.Certificate]
     start = time.perf_counter()
     c = _certify.certify(spec["model"], spec["variables"], ctx["key"],
                          spec.get("points", ctx["points"]), input_shape=ctx["shape"],
-                         data=spec.get("data"))
+                         data=spec.get("data"), bounds=ctx["bounds"])
     secs = time.perf_counter() - start
     expected = spec["expected"]
     by_hand = None if expected in (None, "meet") else int(expected)
