@@ -51,9 +51,10 @@ def test_paper_net_float32_invariance(paper_net):
     assert max(res.scales) >= 1e3
     by = res.by_scale()
     # float32: <= 1e-5 relative up to |a| = 100; |a| = 1e3 is within the rounding floor
-    assert max(e for s, e in by.items() if s <= 100) <= 1e-5
-    assert res.max_ulps <= 64
-    assert res.control_fraction > 0.5 and np.median(res.control_rel_change) > 1e-3
+    assert 1e-8 <= max(e for s, e in by.items() if s <= 100) <= 1e-5
+    assert 1 <= res.max_ulps <= 64 and 0 < res.max_tolerance_ratio <= 1
+    assert res.control_fraction > 0.5 and 1e-3 < np.median(res.control_rel_change) < 10
+    assert res.control_fraction == np.mean(res.control_tolerance_ratio > 1)
 
 
 def test_float64_invariance_is_tight(paper_net):
@@ -105,3 +106,123 @@ def test_bad_arguments(paper_net):
     trivial = nsjax.null_space(np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match="trivial"):
         nsjax.check_invariance(lambda x: x, trivial, jax.random.key(0))
+
+
+def _mlp(key, arch, bias=0.0):
+    """``[(W (out, in), b)]`` of a ReLU MLP and its apply function on one input."""
+    keys = jax.random.split(key, 2 * len(arch))
+    layers = [(jax.random.normal(keys[2 * i], (o, n)) / np.sqrt(n),
+               bias * jax.random.normal(keys[2 * i + 1], (o,)))
+              for i, (n, o) in enumerate(zip(arch, arch[1:]))]
+
+    def apply(layers, x):
+        h = x.reshape(-1)
+        for i, (w, b) in enumerate(layers):
+            h = w @ h + b
+            h = jnp.maximum(h, 0) if i < len(layers) - 1 else h
+        return h
+
+    return layers, apply
+
+
+def test_default_tolerances_are_k_floor_times_output_plus_scale():
+    layers, apply = _mlp(jax.random.key(0), (48, 12, 6), bias=0.1)
+    ns = nsjax.null_space(layers[0][0])
+    x = jax.random.uniform(jax.random.key(1), (16, 48), minval=-1, maxval=1)
+    res = nsjax.check_invariance(lambda z: apply(layers, z), ns, jax.random.key(2), n_probes=16,
+                                 x=x)
+    fx = np.asarray(jax.vmap(lambda z: apply(layers, z))(x), np.float64)
+    np.testing.assert_allclose(res.output_scale, np.sqrt(np.mean(fx ** 2)), rtol=1e-5)
+    xn = np.linalg.norm(np.asarray(x, np.float64), axis=1, keepdims=True)
+    floor = np.finfo(np.float32).eps * (xn + res.scales[None]) / xn
+    np.testing.assert_allclose(res.rtol, 64 * floor, rtol=1e-6)
+    np.testing.assert_allclose(res.atol, res.rtol * res.output_scale, rtol=1e-6)
+    assert res.rtol.shape == res.atol.shape == res.tolerance_ratio.shape == (16, 7)
+    assert res.passed and 0 < res.max_tolerance_ratio <= 1
+    # the default criterion is ulps <= K: both measure the same deviation
+    np.testing.assert_allclose(res.tolerance_ratio, res.ulps / 64, rtol=1e-4, atol=1e-12)
+
+
+def test_tiny_output_at_one_probe_is_judged_against_the_output_scale():
+    # f linear; probe 0 lies almost in the null space, so f(x_0) is 1e-4 of the others' f
+    # while the rounding of x_0 + a v perturbs f as much as at any probe
+    w = jax.random.normal(jax.random.key(0), (8, 32)) / np.sqrt(32)
+    ns = nsjax.null_space(w)
+    x = np.array(jax.random.uniform(jax.random.key(1), (8, 32), minval=-1, maxval=1))
+    x0, r = np.asarray(ns.project(x[0])), np.asarray(ns.complement(x[1]))
+    x[0] = x0 + 1e-4 * np.linalg.norm(x0) * r / np.linalg.norm(r)
+    f = lambda z: w @ z  # noqa: E731
+    res = nsjax.check_invariance(f, ns, jax.random.key(3), n_probes=8, x=x)
+    fx0 = float(np.max(np.abs(np.asarray(f(x[0])))))
+    assert 1e-5 < fx0 / res.output_scale < 1e-3
+    assert res.passed, res.summary()
+    assert 0 < res.ulps[0].max() <= 64
+    # the former measure, max_j |dy_j| / max_j |f(x_0)_j| in floor units, is far beyond K
+    xn = np.linalg.norm(x[0])
+    floor = np.finfo(np.float32).eps * (xn + res.scales) / xn
+    old = res.rel_error[0] * max(fx0, res.output_scale) / fx0 / floor
+    assert 64 < old.max() < 1e8
+
+
+def test_explicit_rtol_atol(paper_net):
+    model, params, ns = paper_net
+    f = jax.tree_util.Partial(model.apply, params)
+    kw = dict(n_probes=8, scales=(1.0, 1e3))
+    exact = nsjax.check_invariance(f, ns, jax.random.key(1), rtol=0.0, atol=0.0, **kw)
+    assert not exact.passed and np.isinf(exact.max_tolerance_ratio)  # rounding changes f
+    loose = nsjax.check_invariance(f, ns, jax.random.key(1), atol=1e6, **kw)
+    assert loose.max_tolerance_ratio < 1e-6 and loose.control_fraction == 0
+    assert not loose.passed  # nothing can fail it: the control must
+    fixed = nsjax.check_invariance(f, ns, jax.random.key(1), atol=1e-3, rtol=1e-3, **kw)
+    assert fixed.passed and np.all(fixed.atol == 1e-3)
+    np.testing.assert_array_equal(fixed.rtol, 1e-3)
+    strict = nsjax.check_invariance(f, ns, jax.random.key(1), tolerance_ulps=0.5, **kw)
+    assert not strict.passed and strict.tolerance_ulps == 0.5 and strict.max_ulps > 0.5
+
+
+@pytest.mark.parametrize("kw, err", [({"rtol": -1.0}, ValueError), ({"atol": float("nan")},
+                                     ValueError), ({"rtol": True}, TypeError),
+                                     ({"tolerance_ulps": None}, TypeError)])
+def test_bad_tolerances(paper_net, kw, err):
+    model, params, ns = paper_net
+    with pytest.raises(err):
+        nsjax.check_invariance(lambda x: model.apply(params, x), ns, jax.random.key(0), **kw)
+
+
+def test_pytree_callables_compile_once_per_architecture(paper_net):
+    from nsjax._invariance import _run
+
+    model, params, ns = paper_net
+    closure = nsjax.check_invariance(lambda x: model.apply(params, x), ns, jax.random.key(1),
+                                     n_probes=8)
+    before = _run._cache_size()
+    results = []
+    for seed in (0, 5):  # two nets of one architecture: one compilation
+        p = nsjax.init_params(model, jax.random.key(seed))
+        results.append(nsjax.check_invariance(jax.tree_util.Partial(model.apply, p), ns,
+                                              jax.random.key(1), n_probes=8))
+    assert _run._cache_size() == before + 1
+    np.testing.assert_allclose(results[0].control_rel_change, closure.control_rel_change,
+                               rtol=1e-4)
+    assert results[0].passed and not results[1].passed  # seed 5's null space is another one
+
+
+def test_nnx_module_as_callable():
+    from flax import nnx
+
+    from nsjax._invariance import _run
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.l1, self.l2 = nnx.Linear(40, 10, rngs=rngs), nnx.Linear(10, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(jax.nn.relu(self.l1(x)))
+
+    before = _run._cache_size()
+    for seed in (0, 1):
+        m = MLP(nnx.Rngs(seed))
+        ns = nsjax.null_space(m.l1.kernel[...].T)
+        res = nsjax.check_invariance(m, ns, jax.random.key(seed), n_probes=16)
+        assert res.passed and 0 < res.max_ulps <= 64, res.summary()
+    assert _run._cache_size() == before + 1
