@@ -10,8 +10,10 @@ from _datapaths import MNIST, need
 import nsjax
 from nsjax._certify import (
     Certificate,
+    _containment,
     certify,
     dead_unit_dim,
+    default_n_points,
     first_layer_matrix,
     plant_cancelling_pair,
     plant_dead_units,
@@ -146,3 +148,110 @@ def test_errors_and_plot(random_net, tmp_path):
                           "lower": c.lower, "upper": c.upper}}
     p = plot_spectrum(tmp_path / "s.png", spectra, extra={"again": c.singular_values})
     assert p.is_file() and p.stat().st_size > 1000 and p.with_suffix(".pdf").is_file()
+
+
+# ------------------------------------------------------------- data-free checks (issue #16)
+#
+# A small random net, its Jacobians by hand in float64 NumPy (the chain rule for
+# x -> K3^T relu(K2^T relu(K1^T x + b1) + b2) + b3 with Flax (in, out) kernels):
+#     J(x) = K3^T D2 K2^T D1 K1^T,   D_l = diag(pre-activation_l > 0).
+# float64 throughout, so the stack built by nsjax must agree to rounding: each entry is a
+# sum over <= 8 products of float64 numbers of size ~1, error ~ 8 eps64 max|J| ~ 2e-15
+# relative; 1e-12 leaves 500x room and is 1e5x below a float32 computation (eps32 = 1.2e-7).
+
+SMALL = (48, 8, 6, 3)  # n = 48, W1 of rank 8: lower = 40
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    model = nsjax.FCNN(SMALL)
+    return model, nsjax.init_params(model, jax.random.key(11))
+
+
+def _jacobians_by_hand(variables, pts):
+    p = variables["params"]
+    k = [np.asarray(p[f"Dense_{i}"]["kernel"], np.float64) for i in range(3)]
+    b = [np.asarray(p[f"Dense_{i}"]["bias"], np.float64) for i in range(3)]
+    rows = []
+    for x in np.asarray(pts, np.float64):
+        h1 = x @ k[0] + b[0]
+        h2 = np.maximum(h1, 0) @ k[1] + b[1]
+        rows.append(k[2].T @ np.diag(h2 > 0) @ k[1].T @ np.diag(h1 > 0) @ k[0].T)
+    return np.concatenate(rows)  # (p * 3, 48): point i's Jacobian in rows 3i .. 3i + 2
+
+
+def test_stacked_jacobian_matches_the_chain_rule_by_hand_with_a_padded_last_chunk(small_net):
+    model, v = small_net
+    pts = np.asarray(jax.random.uniform(jax.random.key(5), (37, 48), minval=-1, maxval=1))
+    ref = _jacobians_by_hand(v, pts)
+    # 37 = 2 * 16 + 5: the last chunk is padded to 16 points (repeats of the last), and
+    # exactly the 37 * 3 real rows, in point order, must come back
+    for mode in ("rev", "fwd"):
+        stack = stacked_jacobian(model, v, pts, chunk=16, mode=mode)
+        assert stack.dtype == np.float64 and stack.shape == (37 * 3, 48) == ref.shape
+        np.testing.assert_allclose(stack, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_certify_decides_the_rank_on_the_float64_stack(small_net):
+    model, v = small_net
+    pts = np.random.default_rng(2).uniform(-1, 1, (37, 48)).astype(np.float32)
+    c = certify(model, v, None, 0, data=pts, chunk=16)  # our points: 37 = 2 * 16 + 5
+    s = np.linalg.svd(_jacobians_by_hand(v, pts), compute_uv=False)
+    assert c.n_points == 37 and c.rows == 37 * 3 and c.n == 48
+    # singular values of the float64 stack (backward stable SVDs: |ds| <= few eps64 s_max;
+    # a float32 stack or SVD is off by ~eps32 = 1.2e-7 s_max)
+    np.testing.assert_allclose(c.singular_values, s, rtol=0, atol=1e-12 * s[0])
+    rtol = max(37 * 3, 48) * np.finfo(np.float64).eps
+    assert c.rtol == rtol and c.tol == pytest.approx(rtol * s[0], rel=1e-12)
+    # the rank decided with the float64 rule: 8 rows' worth of sigma well above, the rest
+    # at the float64 floor (a float32 stack leaves them at ~1e-8 s_max, above this tol)
+    assert s[7] > 1e6 * c.tol and s[8] < c.tol
+    assert (c.lower, c.upper) == (40, 40) and c.meets
+    rb = np.asarray(c.upper_space.row_basis, np.float64)
+    b = np.asarray(c.lower_space.basis(), np.float64)
+    assert c.containment == pytest.approx(np.linalg.norm(rb.T @ b, 2), abs=1e-6)
+    assert c.containment < 1e-5
+
+
+def test_default_number_of_points_by_hand(small_net):
+    # 2 ceil(n / outputs): 2 ceil(48 / 3) = 32 points here; 2 ceil(784 / 10) = 158 for the
+    # paper's net, 2 ceil(5 / 10) = 2 when there are more outputs than inputs
+    assert (default_n_points(784, 10), default_n_points(48, 3), default_n_points(5, 10)) == (
+        158, 32, 2)
+    model, v = small_net
+    c = certify(model, v, jax.random.key(0), chunk=16)
+    assert c.n_points == 32 and c.rows == 96
+
+
+def test_containment_is_bounded_from_both_sides():
+    # lower space: Null(W) of a random (8, 48) W; the "upper row basis" is built by hand
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((8, 48))
+    lower = nsjax.null_space(jnp.asarray(w, jnp.float32))
+    assert lower.dim == 40
+    row = np.linalg.qr(w.T)[0]  # (48, 8) orthonormal basis of the row space, float64
+    b = np.asarray(lower.basis(), np.float64)
+    # (1) the true row space: the null space sticks out only by the float32 basis' rounding
+    #     (~eps32 sqrt(48) ~ 1e-6); the NumPy value of ||R^T B||_2 both ways
+    inside = _containment(lower, row)
+    assert inside == pytest.approx(np.linalg.norm(row.T @ b, 2), abs=1e-12) and inside < 1e-5
+    # (2) a row basis holding one unit vector u = 0.6 z + 0.8 q, z in Null(W), q in the row
+    #     space: ||R^T B||_2 = |u^T B| = 0.6 exactly, up to the same float32 rounding
+    z = b[:, 0] - row @ (row.T @ b[:, 0])
+    z /= np.linalg.norm(z)
+    u = 0.6 * z + 0.8 * row[:, 0]
+    assert _containment(lower, u[:, None]) == pytest.approx(0.6, abs=1e-5)
+    # (3) and with z itself added to the row space: containment 1 (the whole of z is in both)
+    both = np.linalg.qr(np.concatenate([row, z[:, None]], 1))[0]
+    assert _containment(lower, both) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_planted_nets_without_data(small_net):
+    # the counter-examples on the random net: dead units add exactly k dimensions (dead_unit_dim
+    # counts them from W1 alone), a cancelling pair moves the lower bound by 1 and the upper
+    # by 2 (plant_cancelling_pair's docstring, n - n1 + 1 and n - n1 + 2 for n1 = 8)
+    model, v = small_net
+    dead = certify(model, plant_dead_units(model, v, [1, 4]), jax.random.key(0), chunk=16)
+    assert (dead.lower, dead.upper) == (40, 42) == (40, dead_unit_dim(model, v, [1, 4]))
+    pair = certify(model, plant_cancelling_pair(model, v, 2, 5), jax.random.key(0), chunk=16)
+    assert (pair.lower, pair.upper) == (48 - 8 + 1, 48 - 8 + 2)

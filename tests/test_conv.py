@@ -419,3 +419,69 @@ def test_valid_kernel_projects_through_its_smaller_null_basis():
     np.testing.assert_allclose(ns.complement(x), via_rows.complement(x), atol=1e-5)
     # the projection is invisible to the convolution (float32: ~eps * |k|_1 * |x|)
     assert float(jnp.abs(conv_apply(k, ns.project(x))).max()) <= 1e-5
+
+
+# --------------------------------------------------------------------------- edge cases (#16)
+
+
+def _valid_matrix_by_hand(k, h, w):
+    """Independent VALID operator: one row per (output pixel, output channel), the kernel
+    (kh, kw, cin) pasted into an (h, w, cin) image at the window (cross-correlation)."""
+    kh, kw, _, cout = k.shape
+    rows = []
+    for i in range(h - kh + 1):
+        for j in range(w - kw + 1):
+            for o in range(cout):
+                img = np.zeros((h, w, k.shape[2]))
+                img[i:i + kh, j:j + kw, :] = k[:, :, :, o]
+                rows.append(img.reshape(-1))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 2), (6, 3, 2), (3, 3, 2)])
+def test_kernel_as_tall_or_as_wide_as_the_image(shape):
+    # one window position along that axis (VALID output size (H - kh) + 1 = 1, not 0)
+    k = _flax_kernel(5, (3, 3, 2, 2))
+    ho, wo = shape[0] - 2, shape[1] - 2
+    assert nsjax.conv_output_shape(shape, k.shape) == (ho, wo, 2)
+    a = _valid_matrix_by_hand(np.asarray(k, np.float64), *shape[:2])
+    assert a.shape == (ho * wo * 2, int(np.prod(shape)))
+    np.testing.assert_array_equal(conv_matrix(k, shape), a)
+    # the float32 rule on the dense operator, by SciPy: a random kernel's rows are
+    # independent, so the nullity is n - m (32, 20, 16)
+    ref = scipy.linalg.null_space(a, rcond=max(a.shape) * EPS32)
+    assert ref.shape[1] == a.shape[1] - a.shape[0]
+    ns = conv_null_space(k, shape)
+    assert ns.dim == ref.shape[1]
+    assert np.abs(_projector(ns) - ref @ ref.T).max() <= 1e-5
+
+
+def test_patch_route_decides_the_rank_with_the_patch_matrix_tolerance():
+    # 2x2 patches (stride 2) on 64x64x1: every patch sees the (cout, T) = (3, 4) block
+    # kmat^T with singular values (1, 0.5, 1e-4) by construction.  Its rule
+    # (rtol = max(3, 4) eps32 = 4.8e-7) keeps all three: 1e-4 is 210x above; the rule of the
+    # full (3072, 4096) operator (4096 eps32 = 4.9e-4) would drop the 1e-4 direction and
+    # call 1024 directions with ||C v|| = 1e-4 ||v|| null (dimension 2048 instead of 1024).
+    rng = np.random.default_rng(7)
+    u = np.linalg.qr(rng.standard_normal((4, 3)))[0]
+    v = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    kmat = u @ np.diag([1.0, 0.5, 1e-4]) @ v.T  # (T, cout)
+    k = kmat.reshape(2, 2, 1, 3).astype(np.float32)
+    s = np.linalg.svd(np.asarray(k, np.float64).reshape(4, 3), compute_uv=False)
+    assert s[2] / s[0] > 100 * 4 * EPS32 and s[2] / s[0] < 4096 * EPS32 / 4  # rounding kept it
+    shape = (64, 64, 1)
+    ns = conv_null_space(k, shape, strides=2)
+    assert ns.patch == (2, 2)
+    assert ns.dim == 4096 - 3 * 32 * 32 == 1024
+    assert float(ns.tol) == pytest.approx(4 * EPS32 * s[0], rel=1e-3)
+    # what the rule protects: the projection is invisible to the layer.  Residual of the
+    # float32 projection ~ eps32 sqrt(T) |x| ~ 2.4e-7 |x| per patch (relative to |C x|
+    # ~ 0.5 |x|); a 1e-4 direction wrongly called null leaves ~1e-4 |x|.  1e-5 is between.
+    x = jax.random.uniform(jax.random.key(3), (4,) + shape, minval=-1, maxval=1)
+    k64 = np.asarray(k, np.float64).reshape(4, 3)
+
+    def conv64(img):  # C img in float64, patch by patch
+        p = np.asarray(img, np.float64).reshape(4, 32, 2, 32, 2).transpose(0, 1, 3, 2, 4)
+        return p.reshape(4, 1024, 4) @ k64
+
+    assert np.abs(conv64(ns.project(x))).max() <= 1e-5 * np.abs(conv64(x)).max()
