@@ -65,7 +65,8 @@ from nsjax import _cpu_kernel
 HIGHEST = lax.Precision.HIGHEST
 
 __all__ = ["NullSpace", "null_space", "default_rtol", "NonFiniteError", "singular_values",
-           "matrix_rank", "LargeSVDWarning", "LARGE_SVD_WORK", "SVD_WORK_PER_SECOND"]
+           "matrix_rank", "LargeSVDWarning", "LARGE_SVD_WORK", "SVD_WORK_PER_SECOND",
+           "TransposedKernelWarning"]
 
 _LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
@@ -85,6 +86,12 @@ class NonFiniteError(ValueError):
 
 class LargeSVDWarning(UserWarning):
     """Emitted once per call before an SVD estimated to take long (see LARGE_SVD_WORK)."""
+
+
+class TransposedKernelWarning(UserWarning):
+    """Emitted by :func:`null_space` for a tall ``(m > n)`` matrix of full column rank given
+    without ``input_shape``: its null space is trivial, the usual sign of a Flax ``(in, out)``
+    kernel passed where the operator ``(out, in)`` (``kernel.T``) was meant."""
 
 
 def default_rtol(shape: Sequence[int], dtype, svd_dtype=None) -> float:
@@ -220,7 +227,8 @@ class NullSpace:
         Args:
           x: ``(..., n)`` vectors or ``(..., *input_shape)`` images, floating dtype.
           check_finite: raise :class:`NonFiniteError` if ``x`` holds NaN/inf (costs one
-            reduction over the ``(..., r)`` coefficients; skipped when ``x`` is traced).
+            reduction over the ``(..., r)`` coefficients; skipped when ``x`` or the null
+            space is traced, e.g. under ``jit``/``vmap``).
           accurate: compute the coefficients ``x R`` with an exact-split matmul (3x the
             flops of that step) so that ``A project(x)`` is ~20x closer to 0 in float32;
             :func:`nsjax.stego` uses it.  Default: one plain matmul (on CPU, for float32,
@@ -426,7 +434,9 @@ def _apply(ns: NullSpace, x, part: str, check_finite: bool, accurate: bool = Fal
     ``False`` forces XLA's matmuls (the benchmarks time both)."""
     x = check_float_array(x)
     batch = _flat_shape(ns, x.shape)
-    traced = isinstance(x, jax.core.Tracer)
+    # the host check needs concrete values: x AND the null space (traced when it is an
+    # argument of jit/vmap, or built from a traced matrix with a static rank)
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((x, ns)))
     check = bool(check_finite) and not traced
     out, finite = _project_any(ns, x, part, check, batch, ns.patch is not None, bool(accurate),
                                kernel)
@@ -588,7 +598,12 @@ def null_space(
 
     Convention: ``a`` is in *operator* layout, as in ``scipy.linalg.null_space`` and the
     paper (``W1`` of shape ``(n1, n0)``).  A Flax ``nn.Dense`` stores its kernel as
-    ``(in, out)``: pass ``kernel.T``, or use :func:`nsjax.null_space_of` on the model.
+    ``(in, out)``: pass ``kernel.T``, or use :func:`nsjax.null_space_of` on the model.  Two
+    guards catch the untransposed kernel: an ``input_shape`` whose size is ``m`` (not ``n``)
+    raises ``ValueError``, and without ``input_shape`` a tall (``m > n``) matrix of full
+    column rank -- a trivial null space -- emits a :class:`TransposedKernelWarning` (a
+    ``UserWarning``; filter it for operators that are tall on purpose, or pass
+    ``input_shape``).
 
     Rank rule: ``rank = #{sigma_i > max(atol, rtol * sigma_max)}`` with
     ``rtol = default_rtol((m, n), dtype)`` by default: ``max(m, n) * eps(dtype)`` for
@@ -607,7 +622,8 @@ def null_space(
         host; makes the function traceable under ``jit`` (check it with
         ``ns.numerical_rank()``).
       input_shape: shape of one input if it is an image, e.g. ``(28, 28, 1)``; its product
-        must be ``n``.  Default ``(n,)``.
+        must be ``n`` (if it is ``m`` instead, ``a`` looks transposed: ``ValueError``).
+        Default ``(n,)``.
       float64_svd: run ``jnp.linalg.svd`` in float64 (under ``jax.enable_x64``) and round
         the basis to ``a``'s dtype (float32 for float16/bfloat16).  Default (``None``): yes
         for a concrete float32/16 ``a``.  The rounded basis leaves
@@ -637,10 +653,8 @@ def null_space(
     _check_tolerances(rtol, atol)
     if rank is not None:
         rank = _check_rank(rank, m, n)
-    input_shape = (n,) if input_shape is None else tuple(int(d) for d in input_shape)
-    if math.prod(input_shape) != n:
-        raise ValueError(f"input_shape {input_shape} has {math.prod(input_shape)} elements, "
-                         f"but the matrix has n={n} columns")
+    shape_given = input_shape is not None
+    input_shape = _input_shape(input_shape, m, n)
     use_x64, svd_dtype = _svd_precision(a, float64_svd, traced)
     if rank is None and traced:
         raise ValueError(
@@ -668,6 +682,11 @@ def null_space(
         tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol, svd_dtype)
     if rank is None:
         rank = int(jnp.sum(s > tol))
+    if not shape_given and m > n > 0 and rank == n:
+        warnings.warn(
+            f"null_space of a tall ({m}, {n}) matrix of full column rank is trivial (dim 0); "
+            f"if it is a Flax (in, out) kernel, pass kernel.T (null_space takes the operator, "
+            f"(out, in))", TransposedKernelWarning, stacklevel=2)
     rb = vt[:rank].T
     null_basis = None
     if n - rank < rank:  # the null space is the smaller side (or {0}): keep its basis too
@@ -685,6 +704,22 @@ def null_space(
         input_shape=input_shape,
         null_basis=null_basis,
     )
+
+
+def _input_shape(input_shape, m: int, n: int) -> tuple[int, ...]:
+    """``input_shape`` as a tuple (default ``(n,)``); its product must be ``n``."""
+    if input_shape is None:
+        return (n,)
+    shape = tuple(int(d) for d in input_shape)
+    size = math.prod(shape)
+    if size == n:
+        return shape
+    if size == m:
+        raise ValueError(f"input_shape {shape} has {size} elements, the number of ROWS of the "
+                         f"({m}, {n}) matrix: it looks like a Flax (in, out) kernel; "
+                         f"null_space takes the operator (out, in): pass kernel.T")
+    raise ValueError(f"input_shape {shape} has {size} elements, but the matrix has n={n} "
+                     f"columns")
 
 
 @jax.jit
