@@ -404,7 +404,7 @@ def dead_unit_dim(model: nn.Module, variables, units, input_shape=None) -> int:
             return w.shape[1]
         w = w.copy()
         w[idx] = 0.0
-        return int(null_space(jnp.asarray(w, jnp.float32)).dim)
+        return int(null_space(jnp.asarray(w, jnp.float32), input_shape=(w.shape[1],)).dim)
     if isinstance(model, CNN):
         idx = _units(units, model.kernels)
         keep = np.flatnonzero(~np.isin(np.arange(w.shape[0]) % model.kernels, idx))
@@ -414,5 +414,5 @@ def dead_unit_dim(model: nn.Module, variables, units, input_shape=None) -> int:
 
 def _dim64(a: np.ndarray) -> int:
     with jax.enable_x64(True):
-        return int(null_space(jnp.asarray(a, jnp.float64)).dim)
+        return int(null_space(jnp.asarray(a, jnp.float64), input_shape=(a.shape[1],)).dim)
 
