@@ -61,6 +61,7 @@ from nsjax._first_layer import first_linear_layer, null_space_of
 from nsjax._model import Model, as_model
 from nsjax._models import CNN, FCNN, input_shape_of
 from nsjax._nullspace import NullSpace, null_space
+from nsjax._stego import _as_bounds
 
 __all__ = [
     "Certificate",
@@ -201,9 +202,7 @@ def _jacobians(model: Model, x, input_shape, rev):
 
 def _points(key, n_points, n, data, bounds) -> tuple[np.ndarray, str]:
     """The uniform points in ``bounds`` plus ``data``, and their description."""
-    lo, hi = (float(b) for b in bounds)
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ValueError(f"bounds must be finite with lo < hi, got {bounds}")
+    lo, hi = _as_bounds(bounds)
     parts, kinds = [], []
     if n_points:
         parts.append(np.asarray(jax.random.uniform(key, (n_points, n), jnp.float32, lo, hi)))

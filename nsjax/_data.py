@@ -92,6 +92,8 @@ from typing import Any
 
 import numpy as np
 
+from nsjax._stego import _as_bounds
+
 __all__ = [
     "CANONICAL_MD5",
     "DATASETS",
@@ -317,7 +319,7 @@ class Dataset:
         if self.provenance not in PROVENANCES:
             raise ValueError(f"provenance must be one of {', '.join(PROVENANCES)}, got "
                              f"{self.provenance!r}")
-        object.__setattr__(self, "bounds", _check_bounds(self.bounds))
+        object.__setattr__(self, "bounds", _as_bounds(self.bounds))
         im, lab = self.images, self.labels
         if not (isinstance(im, np.ndarray) and im.ndim == 4 and im.dtype == np.float32):
             raise ValueError(f"images must be a float32 (N, H, W, C) array, got "
@@ -346,19 +348,6 @@ class Dataset:
                 f"bounds=({self.bounds[0]:g}, {self.bounds[1]:g}), source={self.source!r})")
 
 
-def _check_bounds(bounds) -> tuple[float, float]:
-    """``(lo, hi)`` as two finite floats with ``lo < hi``; ValueError otherwise."""
-    try:
-        if isinstance(bounds, str | bytes):
-            raise TypeError
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ValueError(f"bounds must be finite with lo < hi, got ({lo:g}, {hi:g})")
-    return lo, hi
-
-
 def to_unit_range(images: np.ndarray, bounds=DEFAULT_BOUNDS) -> np.ndarray:
     """uint8 array (any shape) -> C-contiguous float32 array of the same shape in ``bounds``.
 
@@ -369,7 +358,7 @@ def to_unit_range(images: np.ndarray, bounds=DEFAULT_BOUNDS) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise TypeError(f"to_unit_range expects uint8 pixels, got {images.dtype}")
-    lo, hi = _check_bounds(bounds)
+    lo, hi = _as_bounds(bounds)
     if (lo, hi) != DEFAULT_BOUNDS:
         table = lo + (hi - lo) * (np.arange(256) / 255.0)
         table[0], table[255] = lo, hi
@@ -961,7 +950,7 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
                               or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     limit = None if limit is None else int(limit)
-    bounds = _check_bounds(bounds)
+    bounds = _as_bounds(bounds)
 
     if source == "auto":
         raw, msg = _auto(name, split, data_dir, limit)
