@@ -408,3 +408,85 @@ def test_row_space_residual_within_a_few_ulps_on_both_paths():
     fused = resid(ns.project(x))
     xla = resid(ns.project(x, kernel=False))
     assert fused < 8 * EPS and xla < 8 * EPS, (fused, xla)
+
+
+# ------------------------------------------------------------------ issue #14: buffers
+#
+# The kernel advises huge pages on large fresh outputs (>= 4 MiB) and, with inplace=True,
+# writes into x's own buffer (input_output_aliases): both must give the float64 answer,
+# in a loop with unrelated allocations between calls (buffers recycled by malloc, pages
+# already touched, VMAs split by earlier advice).  37.6 MB batches also take the
+# streaming-store path (>= 32 MiB), so in-place streaming stores are covered.
+
+
+def _fresh(shape, seed):
+    return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32))
+
+
+@needs_kernel
+@pytest.mark.parametrize("null_part", [True, False])
+def test_inplace_donated_call_reuses_the_buffer_and_matches_float64(null_part):
+    b = _basis(784, 32)
+    f = jax.jit(lambda x: K.project_rows(x, b, null_part, inplace=True), donate_argnums=0)
+    junk = []
+    for i, m in enumerate((12_000, 3_001, 12_000, 7)):  # 37.6 MB (streaming), odd, tiny
+        x = _fresh((m, 784), i)
+        x_np = np.array(x)  # a copy: x's buffer is about to be overwritten
+        ptr = x.unsafe_buffer_pointer()
+        out, finite = f(x)
+        assert x.is_deleted()
+        assert out.unsafe_buffer_pointer() == ptr  # the result lives in x's buffer
+        assert bool(finite)
+        err = np.max(np.abs(np.asarray(out, np.float64) - _ref(x_np, b, null_part)))
+        assert err <= _tol(x_np), (m, err)
+        junk.append(np.ones(3_000_000, np.float32))  # unrelated allocations between calls
+        junk.append(jnp.ones((2_000, 784)) + i)
+        del out
+
+
+@needs_kernel
+def test_inplace_without_donation_keeps_x_and_vmaps():
+    b = _basis(100, 20)
+    x = _x((5, 37, 100), seed=3)
+    x_np = np.array(x)
+    out, _ = jax.jit(lambda x: K.project_rows(x, b, True, inplace=True))(x)
+    assert not x.is_deleted()
+    np.testing.assert_array_equal(np.asarray(x), x_np)  # XLA copied x before the kernel
+    assert np.max(np.abs(np.asarray(out) - _ref(x_np, b, True))) <= _tol(x_np)
+    # vmap with one basis per slice (broadcast_all: x and the output have equal shapes)
+    bs = jnp.stack([_basis(100, 20, seed=s) for s in range(5)])
+    outs = jax.vmap(lambda xi, bi: K.project_rows(xi, bi, False, inplace=True)[0])(x, bs)
+    for i in range(5):
+        ref = _ref(x_np[i], bs[i], False)
+        assert np.max(np.abs(np.asarray(outs[i]) - ref)) <= _tol(x_np)
+    # an unbatched x under vmap over bases: broadcast first, never written in place
+    outs = jax.vmap(lambda bi: K.project_rows(x[0], bi, True, inplace=True)[0])(bs)
+    np.testing.assert_array_equal(np.asarray(x), x_np)
+    assert np.max(np.abs(np.asarray(outs[4]) - _ref(x_np[0], bs[4], True))) <= _tol(x_np)
+
+
+@needs_kernel
+def test_huge_page_advice_on_or_off_gives_the_same_bits_between_allocations(record_property):
+    import resource
+
+    b = _basis(784, 32)
+    x = _fresh((12_000, 784), 7)  # 37.6 MB output: advised, streaming stores
+    ref = _ref(np.asarray(x), b, True)
+    f = jax.jit(lambda x: K.project_rows(x, b, True)[0])
+    first = None
+    faults = {}
+    try:
+        for on in (True, False, True):
+            K.set_hugepages(on)
+            junk = [np.ones(1_000_000 * (k + 1), np.float32) for k in range(3)]
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            out = np.asarray(f(x))
+            faults.setdefault(on, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+            del junk
+            assert np.max(np.abs(out - ref)) <= _tol(x)
+            if first is None:
+                first = out
+            np.testing.assert_array_equal(out, first)  # the advice changes no arithmetic
+    finally:
+        K.set_hugepages(True)
+    record_property("minor_faults_per_call", faults)  # informative only: no assertion
