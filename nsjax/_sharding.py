@@ -18,6 +18,21 @@ with ``jax.device_put(ns, device)``).
 
 On a CPU-only machine, ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (set before
 ``jax`` is imported) gives 8 CPU devices to try this; they share the host's cores.
+
+Past one host (``jax.distributed``, one process per host; on CPU the processes talk over
+gloo, JAX's default CPU collectives): every process loads only its own rows and calls the
+same code::
+
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    x = nsjax.sharding.shard_process_local(local_rows)   # (P b, ...) global, b rows here
+    p = ns.project(x)                                     # each device projects its rows
+    mine = nsjax.sharding.process_local_rows(p)           # (b, ...) numpy: this process's
+    everything = nsjax.sharding.gather_batch(p)           # (P b, ...) numpy on every process
+
+The projection itself still needs no communication (the output keeps ``x``'s sharding);
+only :func:`gather_batch` moves rows between processes.  The null space must be the same
+in every process (build it from the same weights, or :func:`replicate` over
+:func:`global_mesh`).
 """
 
 from __future__ import annotations
@@ -35,6 +50,10 @@ __all__ = [
     "replicated_sharding",
     "shard_batch",
     "replicate",
+    "global_mesh",
+    "shard_process_local",
+    "process_local_rows",
+    "gather_batch",
 ]
 
 BATCH_AXIS = "batch"
@@ -116,3 +135,105 @@ def shard_batch(x, mesh: Mesh | None = None):
 def replicate(tree, mesh: Mesh | None = None):
     """Put a full copy of every leaf of ``tree`` (e.g. a :class:`NullSpace`) on each device."""
     return jax.device_put(tree, replicated_sharding(mesh))
+
+
+# --------------------------------------------------------------------------- multi-process
+
+
+def global_mesh(axis_name: str = BATCH_AXIS) -> Mesh:
+    """A 1-D mesh over the devices of every process (``jax.devices()``), named ``axis_name``.
+
+    Devices are ordered by process, then by local position, so process ``k`` owns one
+    contiguous block of the mesh and hence of a batch sharded over it
+    (:func:`shard_process_local`).  With one process it is :func:`local_mesh`.
+    """
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return local_mesh(devices, axis_name)
+
+
+def _local_block(mesh: Mesh) -> int:
+    """Number of devices of ``mesh`` in this process; checks they are one contiguous block."""
+    flat = list(np.asarray(mesh.devices).flat)
+    mine = [i for i, d in enumerate(flat) if d.process_index == jax.process_index()]
+    if not mine:
+        raise ValueError(f"the mesh has no device of process {jax.process_index()}")
+    if mine != list(range(mine[0], mine[0] + len(mine))):
+        raise ValueError("this process's devices are not contiguous in the mesh, so its rows "
+                         "would not be one block of the batch; use nsjax.sharding.global_mesh()")
+    return len(mine)
+
+
+def shard_process_local(local_batch, mesh: Mesh | None = None):
+    """One global batch from the rows each process holds (``jax.distributed``).
+
+    Every process calls it with its own rows; the result is one ``jax.Array`` of all of
+    them, split along the leading axis over ``mesh`` (nothing is copied between processes:
+    ``jax.make_array_from_process_local_data``).  Process ``k``'s rows come ``k``-th, in
+    the order they were given.
+
+    Args:
+      local_batch: ``(b, ...)`` array (NumPy or JAX), or a pytree of them: this process's
+        rows.  ``b`` must be the same in every process and a multiple of its number of
+        devices in ``mesh``.
+      mesh: default :func:`global_mesh` (all devices of all processes).
+
+    Returns:
+      ``(P b, ...)`` global arrays with :func:`batch_sharding` (``P`` processes);
+      ``ns.project`` of them comes back sharded the same way.  With one process this is
+      :func:`shard_batch`.
+
+    Raises:
+      ValueError: a leaf is a scalar, ``b`` does not divide evenly, or this process's
+        devices are not one contiguous block of ``mesh``.
+    """
+    mesh = global_mesh() if mesh is None else _mesh(mesh)
+    sharding = batch_sharding(mesh)
+    nlocal = _local_block(mesh)
+
+    def put(leaf):
+        shape = np.shape(leaf)
+        if len(shape) == 0:
+            raise ValueError("shard_process_local() needs arrays with a leading batch axis, "
+                             "got a scalar")
+        if shape[0] % nlocal:
+            raise ValueError(f"local batch size {shape[0]} is not a multiple of this "
+                             f"process's {nlocal} devices; pad every process's rows to a "
+                             f"multiple of {nlocal}")
+        global_shape = (shape[0] * (mesh.size // nlocal),) + tuple(shape[1:])
+        return jax.make_array_from_process_local_data(sharding, np.asarray(leaf), global_shape)
+
+    return jax.tree.map(put, local_batch)
+
+
+def process_local_rows(x) -> np.ndarray:
+    """This process's rows of a batch-sharded ``(B, ...)`` array, as one NumPy array.
+
+    For ``x`` from :func:`shard_process_local` (or ``ns.project`` of it) these are
+    the ``(b, ...)`` rows the process passed in (projected), in the same order.  No
+    communication.  Rows held by several local devices (replication) appear once.
+    """
+    if np.ndim(x) == 0:
+        raise ValueError("process_local_rows() needs an array with a leading batch axis")
+    blocks: dict[int, jax.Array] = {}
+    for shard in x.addressable_shards:
+        start = (shard.index[0].start or 0) if shard.index else 0
+        blocks.setdefault(start, shard.data)  # replicas of one block: keep one
+    if not blocks:
+        raise ValueError("x has no rows on this process")
+    starts = sorted(blocks)
+    ends = [s + blocks[s].shape[0] for s in starts]
+    if starts[1:] != ends[:-1]:
+        raise ValueError("this process's rows of x are not one contiguous block")
+    return np.concatenate([np.asarray(blocks[s]) for s in starts], axis=0)
+
+
+def gather_batch(x):
+    """All rows of a batch-sharded ``x`` (array or pytree), as NumPy, on every process.
+
+    ``jax.experimental.multihost_utils.process_allgather(x, tiled=True)``: a collective,
+    so every process must call it.  ``(B, ...)`` in, ``(B, ...)`` NumPy out; it moves the
+    whole batch to every host, so use it for checks and small results.
+    """
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(x, tiled=True)

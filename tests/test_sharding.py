@@ -19,10 +19,14 @@ import pytest
 from nsjax._nullspace import null_space
 from nsjax._sharding import (
     batch_sharding,
+    gather_batch,
+    global_mesh,
     local_mesh,
+    process_local_rows,
     replicate,
     replicated_sharding,
     shard_batch,
+    shard_process_local,
 )
 
 NDEV = 8
@@ -34,6 +38,8 @@ CHILD = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     import nsjax
     from nsjax._sharding import shard_batch, replicate, batch_sharding
+    from nsjax._sharding import (gather_batch, global_mesh, process_local_rows,
+                                 shard_process_local)
 
     out = {"n_devices": jax.device_count()}
     rng = np.random.default_rng(0)
@@ -69,6 +75,19 @@ CHILD = textwrap.dedent(
         out["uneven"] = "no error"
     except ValueError as e:
         out["uneven"] = str(e)
+
+    # the multi-process helpers in one process: the same as shard_batch over 8 devices
+    xp = shard_process_local(x)
+    out["pl_mesh"] = global_mesh().size
+    out["pl_same_sharding"] = bool(xp.sharding.is_equivalent_to(xs.sharding, xp.ndim))
+    out["pl_exact"] = bool(np.array_equal(process_local_rows(xp), x))
+    out["pl_err"] = float(np.abs(process_local_rows(ns.project(xp)) - ref).max())
+    out["gather_exact"] = bool(np.array_equal(gather_batch(p), np.asarray(p)))
+    try:
+        shard_process_local(np.ones((60, 784), np.float32))
+        out["pl_uneven"] = "no error"
+    except ValueError as e:
+        out["pl_uneven"] = str(e)
 
     model = nsjax.FCNN((784, 32, 16, 10))
     params = nsjax.init_params(model, jax.random.key(0))
@@ -125,6 +144,16 @@ def test_uneven_batch_is_a_clear_error(child):
     assert "not a multiple of the 8 devices" in child["uneven"]
 
 
+def test_process_local_helpers_in_one_process(child):
+    # one process: shard_process_local is shard_batch over all (8) devices
+    assert child["pl_mesh"] == NDEV
+    assert child["pl_same_sharding"]
+    assert child["pl_exact"]
+    assert child["pl_err"] <= TOL32
+    assert child["gather_exact"]
+    assert "not a multiple of this process's 8 devices" in child["pl_uneven"]
+
+
 def test_invariance_check_accepts_sharded_probes(child):
     assert child["inv_passed"] == [True, True]
     assert max(child["inv_max_ulps"]) <= 64
@@ -153,8 +182,25 @@ def test_helpers_on_local_devices():
     assert replicate(ns).rank == ns.rank
 
 
+def test_process_local_helpers_on_local_devices():
+    n = jax.local_device_count()
+    x = np.random.default_rng(3).uniform(-1, 1, (2 * n, 5)).astype(np.float32)
+    tree = shard_process_local({"x": x, "y": np.arange(2 * n)})
+    assert tree["x"].sharding.is_equivalent_to(shard_batch(x).sharding, 2)
+    np.testing.assert_array_equal(process_local_rows(tree["x"]), x)
+    np.testing.assert_array_equal(gather_batch(tree)["y"], np.arange(2 * n))
+    assert global_mesh().size == jax.device_count()
+    assert shard_process_local(x, mesh=local_mesh()).shape == x.shape
+
+
 def test_helper_errors():
     with pytest.raises(ValueError, match="leading batch axis"):
         shard_batch(jnp.float32(1.0))
+    with pytest.raises(ValueError, match="leading batch axis"):
+        shard_process_local(np.float32(1.0))
+    with pytest.raises(ValueError, match="leading batch axis"):
+        process_local_rows(jnp.float32(1.0))
+    with pytest.raises(TypeError, match="Mesh"):
+        shard_process_local(np.ones((2, 3)), mesh="batch")
     with pytest.raises(TypeError, match="Mesh"):
         batch_sharding("batch")
