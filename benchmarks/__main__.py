@@ -34,9 +34,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--devices", type=int, default=None, metavar="N",
                    help="re-run with N host (CPU) devices via XLA_FLAGS and benchmark 1 vs N "
                    "devices (alone, unless --only says otherwise)")
-    p.add_argument("--hugepages", choices=("auto", "on", "off"), default="auto",
-                   help="glibc malloc transparent huge pages for XLA's buffers (default auto:"
-                   " on where the kernel's THP mode is madvise; see README)")
+    p.add_argument("--hugepages", choices=("auto", "on", "off"), default="off",
+                   help="opt-in: re-run with glibc's hugetlb malloc tunable (transparent "
+                   "huge pages for all of XLA's buffers); default off: a plain process, "
+                   "what users get (see README)")
+    p.add_argument("--openblas-thread-timeout", type=int, default=None, metavar="N",
+                   help="opt-in: re-run with OPENBLAS_THREAD_TIMEOUT=N (default: unset)")
     p.add_argument("--blas-threads", type=int, default=None, metavar="N",
                    help="fix NumPy's/SciPy's OpenBLAS threads for the whole run (default: "
                    "each baseline gets the faster of the default count and 1; see README)")
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     reexec_if_needed("benchmarks", argv, hugepages=want_hugepages(args.hugepages),
-                     devices=args.devices)
+                     devices=args.devices, openblas_timeout=args.openblas_thread_timeout)
     if args.blas_threads:
         from benchmarks._env import blas_threads
 

@@ -5,6 +5,8 @@
   ``4 B n (n - r)`` flops: it grows with the nullity.
 * ``numpy``: NumPy with the row-space complement, ``X - (X @ R) @ R.T`` (``4 B n r`` flops),
   i.e. nsjax's algorithm without JAX.
+* ``jnp``: the same under ``jax.jit``, ``x - (x @ R) @ R.T`` as a JAX user writes it by
+  hand (default precision: full float32 on CPU).
 * ``torch_cpu`` / ``torch_cuda``: the same in PyTorch, only when ``import torch`` works.
 * the roofline floor, ``max(elementwise, flops)``: ``elementwise`` is the jitted ``x + 0``
   over the same array (XLA turns it into a copy: one read and one write of the array, which
@@ -47,6 +49,26 @@ def paper_project(x: np.ndarray, null_basis: np.ndarray) -> np.ndarray:
 def numpy_complement(x: np.ndarray, row_basis: np.ndarray) -> np.ndarray:
     """``x - (x @ R) @ R.T``: nsjax's algorithm in NumPy."""
     return x - (x @ row_basis) @ row_basis.T
+
+
+def smaller_side(x: np.ndarray, row_basis: np.ndarray, null_basis: np.ndarray | None):
+    """The one-liner through the smaller side: ``x - (x R) R^T``, or ``(x N) N^T`` when
+    the null basis is the narrower one (what a hand-written version would pick)."""
+    if null_basis is not None and null_basis.shape[1] < row_basis.shape[1]:
+        return (x @ null_basis) @ null_basis.T
+    return x - (x @ row_basis) @ row_basis.T
+
+
+def jnp_complement() -> Callable:
+    """Jitted ``x - (x @ R) @ R.T`` (``jnp``, default precision): the hand-written JAX
+    version; call as ``f(x, R)``."""
+    return jax.jit(lambda x, r: x - (x @ r) @ r.T)
+
+
+def jnp_smaller_side() -> Callable:
+    """Jitted :func:`smaller_side`; call as ``f(x, basis, null)`` with ``null`` static."""
+    return jax.jit(lambda x, b, null: (x @ b) @ b.T if null else x - (x @ b) @ b.T,
+                   static_argnums=2)
 
 
 def paper_flops(b: int, n: int, r: int) -> float:

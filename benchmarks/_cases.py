@@ -18,7 +18,7 @@ import numpy as np
 
 import nsjax
 from benchmarks import _baselines as bl
-from benchmarks._env import mem_available_bytes, openblas_libs
+from benchmarks._env import blas_settle_s, mem_available_bytes, openblas_libs
 from benchmarks._timing import Stats, first_call, measure
 
 # Correctness tolerances (max abs error against a float64 NumPy reference on inputs in
@@ -82,6 +82,21 @@ def _row_basis64(w: np.ndarray) -> np.ndarray:
     """Independent float64 reference: orthonormal basis of the row space by QR."""
     q, _ = np.linalg.qr(w.astype(np.float64).T)
     return q
+
+
+BLAS_VARIANTS = ("numpy", "paper")  # NumPy/SciPy (OpenBLAS) variants, settled after each
+
+
+def settle(fns: dict, case: dict | None = None) -> dict[str, float]:
+    """Idle time after each sample of the OpenBLAS variants that run more than one thread
+    (``case["blas_threads_used"]`` from :meth:`Runner.best_blas`, else the current count):
+    their workers spin after each call (see ``_env.SETTLE_S``)."""
+    s = blas_settle_s()
+    if not s:
+        return {}
+    used = (case or {}).get("blas_threads_used", {})
+    default = max((get() for get, _ in openblas_libs().values()), default=1)
+    return {k: s for k in BLAS_VARIANTS if k in fns and used.get(k, default) > 1}
 
 
 def add_xla_variant(fns: dict, case: dict, ns, xj) -> None:
@@ -231,12 +246,17 @@ class Runner:
         rng = np.random.default_rng([self.s.seed, b, n, r])
         xj, x = _to_device(_uniform(rng, (b, n), dtype))
         floor_fn = bl.elementwise_pass()
+        rbj = jnp.asarray(rb)
+        jnp_fn = bl.jnp_complement()
         fns = {
             "nsjax": lambda: ns.project(xj),
             "nsjax_nocheck": lambda: ns.project(xj, check_finite=False),
         }
+        if extra:  # the other side, with the same baselines
+            fns["nsjax_complement"] = lambda: ns.complement(xj)
         add_xla_variant(fns, case, ns, xj)
         fns["elementwise"] = lambda: floor_fn(xj)
+        fns["jnp"] = lambda: jnp_fn(xj, rbj)
         skipped = {}
         numpy_est = 3 * bl.projection_flops(b, n, r) / gemm_rate  # skinny GEMMs: ~1/3 rate
         if numpy_est <= self.s.max_call_s:
@@ -245,7 +265,7 @@ class Runner:
             skipped["numpy"] = (f"skipped: estimated {numpy_est:.1f} s per call > "
                                 f"--max-call-s {self.s.max_call_s:g}")
         paper_est = bl.paper_flops(b, n, r) / gemm_rate
-        if paper_est <= self.s.max_call_s:
+        if paper_est <= self.s.max_call_s or extra:  # the acceptance case always has it
             nb, how = self.paper_basis(n, r, dtype)
             fns["paper"] = lambda: bl.paper_project(x, nb)
             case["paper_basis"] = how
@@ -271,6 +291,10 @@ class Runner:
         errs = {"nsjax": _maxerr(np.asarray(out)[idx], ref)}
         del out
         errs["nsjax_nocheck"] = _maxerr(np.asarray(fns["nsjax_nocheck"]())[idx], ref)
+        if "nsjax_complement" in fns:  # checked against x - ref: the row-space part
+            errs["nsjax_complement"] = _maxerr(np.asarray(fns["nsjax_complement"]())[idx],
+                                               x64 - ref)
+        errs["jnp"] = _maxerr(np.asarray(fns["jnp"]())[idx], ref)
         if "nsjax_xla" in fns:
             errs["nsjax_xla"] = _maxerr(np.asarray(fns["nsjax_xla"]())[idx], ref)
         errs["numpy"] = _maxerr(bl.numpy_complement(x[idx], rb), ref)  # always checked
@@ -289,7 +313,7 @@ class Runner:
 
         self.best_blas(fns, case)
         st = measure(fns, repeats, target_s=self.s.target_s,
-                     max_repeats=None if extra else {"gemm": 3})
+                     max_repeats=None if extra else {"gemm": 3}, settle_s=settle(fns, case))
         case["timings"] = _stats(st)
         case["timings"]["nsjax"]["first_call_ms"] = first_ms
         case["timings"]["nsjax"]["compile_ms"] = max(0.0, first_ms - st["nsjax"].median_ms)
@@ -309,12 +333,13 @@ class Runner:
     def _ratios(st: dict[str, Stats], floor_ms: float) -> dict:
         med = {k: v.median_ms for k, v in st.items()}
         out = {}
-        for v in ("nsjax", "nsjax_nocheck", "nsjax_xla"):
+        for v in ("nsjax", "nsjax_nocheck", "nsjax_complement", "nsjax_xla"):
             if v not in med:
                 continue
             out[v] = {
                 "speedup_vs_paper": _ratio(med.get("paper"), med[v]),
                 "speedup_vs_numpy": _ratio(med.get("numpy"), med[v]),
+                "speedup_vs_jnp": _ratio(med.get("jnp"), med[v]),
                 "speedup_vs_torch_cpu": _ratio(med.get("torch_cpu"), med[v]),
                 "speedup_vs_torch_cuda": _ratio(med.get("torch_cuda"), med[v]),
                 "x_floor": _ratio(med[v], floor_ms),
@@ -385,7 +410,8 @@ class Runner:
             return case
         self.best_blas(fns, case)
         st = measure(fns, min(self.s.repeats, 5), target_s=self.s.target_s, slow_s=1.0,
-                     slow_repeats=3, warmup=0 if first_ms > 10_000 else 1)
+                     slow_repeats=3, warmup=0 if first_ms > 10_000 else 1,
+                     settle_s=settle(fns, case))
         case["timings"] = _stats(st)
         case["timings"]["nsjax"]["first_call_ms"] = first_ms
         case["timings"]["nsjax"]["compile_ms"] = max(0.0, first_ms - st["nsjax"].median_ms)
@@ -450,7 +476,7 @@ class Runner:
             case["status"] = "failed: stego images differ from the float64 reference"
             return case
         self.best_blas(fns, case)
-        st = measure(fns, self.s.repeats, target_s=self.s.target_s)
+        st = measure(fns, self.s.repeats, target_s=self.s.target_s, settle_s=settle(fns, case))
         case["timings"] = _stats(st)
         case["timings"]["nsjax"]["first_call_ms"] = first_ms
         case["timings"]["nsjax"]["compile_ms"] = max(0.0, first_ms - st["nsjax"].median_ms)
@@ -513,7 +539,8 @@ class Runner:
             case["status"] = "failed: invariance check did not pass"
             return case
         self.best_blas(fns, case)
-        st = measure(fns, min(self.s.repeats, 5), target_s=self.s.target_s)
+        st = measure(fns, min(self.s.repeats, 5), target_s=self.s.target_s,
+                     settle_s=settle(fns, case))
         case["timings"] = _stats(st)
         case["timings"]["nsjax"]["first_call_ms"] = first_ms
         case["timings"]["nsjax"]["compile_ms"] = max(0.0, first_ms - st["nsjax"].median_ms)
@@ -565,7 +592,7 @@ class Runner:
         if not case["correct"]["ok"]:
             case["status"] = "failed: sharded result differs or lost its sharding"
             return case
-        st = measure(fns, self.s.repeats, target_s=self.s.target_s)
+        st = measure(fns, self.s.repeats, target_s=self.s.target_s, settle_s=settle(fns, case))
         case["timings"] = _stats(st)
         case["timings"][f"nsjax_{ndev}dev"]["first_call_ms"] = first_ms
         med = {k: v.median_ms for k, v in st.items()}

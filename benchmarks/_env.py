@@ -1,19 +1,24 @@
 """What the numbers were measured on, and the process set-up that has to happen before JAX.
 
-Some settings can only be made before ``jax``, OpenBLAS and the C allocator start, so the
-runner re-executes itself once, in the same process (``os.execve`` keeps the PID), with
-them (``OPENBLAS_THREAD_TIMEOUT=4`` always, unless set: see ``ENV_DEFAULTS``):
+The headline figures come from a **plain process**: nothing set in the environment, no
+re-execution, the C allocator and OpenBLAS as a user's ``python`` gets them.  Settings that
+can only be made before ``jax``, OpenBLAS and the C allocator start are opt-in variants,
+labelled as such in the output and the JSON; for them the runner re-executes itself once,
+in the same process (``os.execve`` keeps the PID):
 
 * ``--devices N`` on CPU: ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` splits the
   host into N JAX devices (they share its cores).
-* ``--hugepages`` (default ``auto``): ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` makes
-  glibc's ``malloc`` ask for transparent huge pages (``madvise``) on large blocks.  NumPy
-  already does this for its own arrays; XLA's CPU buffers come from ``malloc`` and do not.
-  On a kernel whose THP mode is ``madvise`` (common default) every fresh output buffer of
-  XLA is then faulted in 4 KiB at a time: 45,938 page faults for one (60000, 784) float32
-  array, which on a VM can cost more than the projection itself.  ``auto`` turns the
-  tunable on only where THP is ``madvise`` and the C library is glibc; the JSON records
-  the choice, the THP mode and the page faults per call of every timed variant.
+* ``--hugepages on`` (default ``off``): ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` makes
+  glibc's ``malloc`` ask for transparent huge pages on every large block, XLA's buffers
+  included.  Not needed for nsjax's fused kernel, which advises huge pages on its own
+  output (``madvise``); it speeds up XLA's other buffers (the ``jnp`` baseline, the
+  elementwise floor) on a kernel whose THP mode is ``madvise``.  ``auto``: on only where
+  THP is ``madvise`` and the C library is glibc.  The JSON records the choice, the THP
+  mode and the page faults per call of every timed variant.
+* ``--openblas-thread-timeout N`` (default: unset): ``OPENBLAS_THREAD_TIMEOUT=N``.  Not
+  needed by default either: the timing loop lets OpenBLAS's spinning workers go idle after
+  each NumPy/SciPy sample (``SETTLE_S``) instead, so each variant is timed as if it ran
+  alone.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ import platform
 import sys
 
 REEXEC_MARK = "NSJAX_BENCH_REEXEC"
-# Set unless the user set them.  OpenBLAS worker threads spin for 2^28 cycles (~0.1 s)
-# after each call before they sleep; the benchmark alternates NumPy's OpenBLAS, SciPy's
-# OpenBLAS (also jax's CPU LAPACK) and XLA's threads, and each one's spinning threads slow
-# the next one down (3x measured for small SVDs on 2 cores), which never happens when one
-# pipeline runs alone.  2^4 cycles makes idle workers sleep at once.
-ENV_DEFAULTS = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+# OpenBLAS worker threads spin for 2^28 cycles (~0.1 s) after each call before they sleep;
+# in an interleaved loop they would slow down whatever is timed next (3x measured for small
+# SVDs on 2 cores), which never happens when one pipeline runs alone.  The timing loop
+# idles this long after each sample of a NumPy/SciPy variant (not counted), unless the
+# opt-in OPENBLAS_THREAD_TIMEOUT already makes idle workers sleep at once.
+SETTLE_S = 0.15
 HUGETLB = "glibc.malloc.hugetlb=1"
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
@@ -58,20 +63,43 @@ def want_hugepages(choice: str) -> bool:
     return glibc and thp_mode() == "madvise"
 
 
-def reexec_if_needed(module: str, argv: list[str], *, hugepages: bool, devices: int | None):
-    """Re-run ``python -m module argv`` with the allocator/device settings, once.
+def blas_settle_s() -> float:
+    """Seconds to idle after a NumPy/SciPy sample (0 when ``OPENBLAS_THREAD_TIMEOUT`` is
+    set to a small value: its workers sleep at once)."""
+    try:
+        return 0.0 if int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "99")) <= 8 else SETTLE_S
+    except ValueError:
+        return SETTLE_S
 
-    Does nothing when the settings are already in place or when this process is the
-    re-executed one.  Must be called before ``jax`` is imported.
+
+def process_label() -> str:
+    """``"plain process"`` unless an opt-in setting is in effect, then which ones."""
+    opt = []
+    if hugepages_active():
+        opt.append(f"GLIBC_TUNABLES={HUGETLB}")
+    if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
+        opt.append(f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}")
+    if not opt:
+        return "plain process"
+    return "OPT-IN tuned process (" + ", ".join(opt) + "), not what a user's process gets"
+
+
+def reexec_if_needed(module: str, argv: list[str], *, hugepages: bool, devices: int | None,
+                     openblas_timeout: int | None = None):
+    """Re-run ``python -m module argv`` with the opt-in allocator/BLAS/device settings, once.
+
+    Does nothing when nothing is asked for (the default: a plain process), when the
+    settings are already in place or when this process is the re-executed one.  Must be
+    called before ``jax`` is imported.
     """
     if os.environ.get(REEXEC_MARK):
         return
     env = dict(os.environ)
     change = False
-    for k, v in ENV_DEFAULTS.items():
-        if k not in env:
-            env[k] = v
-            change = True
+    if openblas_timeout is not None and env.get("OPENBLAS_THREAD_TIMEOUT") != str(
+            openblas_timeout):
+        env["OPENBLAS_THREAD_TIMEOUT"] = str(int(openblas_timeout))
+        change = True
     if hugepages and not hugepages_active():
         tun = env.get("GLIBC_TUNABLES", "")
         env["GLIBC_TUNABLES"] = f"{tun}:{HUGETLB}" if tun else HUGETLB
@@ -186,6 +214,7 @@ def describe(dtypes: list[str], precision: str) -> dict:
         "mem_available_gb": round((mem_available_bytes() or 0) / 2**30, 1),
         "thp_mode": thp_mode(),
         "glibc_hugetlb": hugepages_active(),
+        "process": process_label(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "blas_threads": blas_threads(),
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),

@@ -13,6 +13,7 @@ VARIANT_STYLE = {  # label, matplotlib style
                                                                   ls="--")),
     "paper": ("paper: X @ N @ N.T", dict(color="C3", marker="s")),
     "numpy": ("NumPy: X - (X R) R.T", dict(color="C2", marker="^")),
+    "jnp": ("jnp jit: x - (x @ R) @ R.T", dict(color="C6", marker="d", ls="-.")),
     "torch_cpu": ("PyTorch CPU", dict(color="C4", marker="v")),
     "torch_cuda": ("PyTorch CUDA", dict(color="C5", marker="v")),
 }
@@ -84,6 +85,7 @@ def markdown(doc: dict) -> str:
         f"{env['scipy']}, torch {env['torch'] or 'not installed'}; python {env['python']}",
         f"- dtypes: {', '.join(env['dtypes'])}; matmul precision {env['precision']}; "
         f"x64 {'on' if env['x64_enabled'] else 'off'}",
+        f"- process: **{env.get('process', '?')}**",
         f"- allocator: glibc hugetlb tunable {'on' if env['glibc_hugetlb'] else 'off'} "
         f"(kernel THP mode: {env['thp_mode']}); XLA_FLAGS: `{env['xla_flags'] or '-'}`; "
         f"OpenBLAS threads: {sorted(set(env.get('blas_threads', {}).values())) or '-'} "
@@ -133,16 +135,20 @@ def _acceptance_md(doc: dict) -> list[str]:
         f"({a['floor_bound']}-bound).",
         "",
         f"| variant | ms | speedup vs paper (>= {t['speedup_vs_paper_min']:g}) | "
+        f"vs NumPy (>= {t.get('speedup_vs_baselines_min', 1.5):g}) | "
+        f"vs jnp (>= {t.get('speedup_vs_baselines_min', 1.5):g}) | "
         f"x floor (<= {t['x_floor_max']:g}) |",
-        "|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for v, r in a["variants"].items():
-        ok1 = "PASS" if r["speedup_ok"] else "FAIL"
-        ok2 = "PASS" if r["floor_ok"] else "FAIL"
+        oks = ["PASS" if r.get(k) else "FAIL"
+               for k in ("speedup_ok", "numpy_ok", "jnp_ok", "floor_ok")]
         if not a["evaluated"] or r.get("reference"):
-            ok1 = ok2 = "n/a" if not a["evaluated"] else "(reference)"
-        out.append(f"| {v} | {r['ms']:.3g} | {_f(r['speedup_vs_paper'], '.1f')}x {ok1} | "
-                   f"{_f(r['x_floor'], '.2f')}x {ok2} |")
+            oks = ["n/a" if not a["evaluated"] else "(reference)"] * 4
+        out.append(f"| {v} | {r['ms']:.3g} | {_f(r['speedup_vs_paper'], '.1f')}x {oks[0]} | "
+                   f"{_f(r.get('speedup_vs_numpy'), '.2f')}x {oks[1]} | "
+                   f"{_f(r.get('speedup_vs_jnp'), '.2f')}x {oks[2]} | "
+                   f"{_f(r['x_floor'], '.2f')}x {oks[3]} |")
     out.append("")
     return out
 
@@ -174,15 +180,15 @@ def _fits_md(doc: dict) -> list[str]:
 
 def _projection_table(cases: list[dict]) -> list[str]:
     head = ("| B | n | r | nullity | dtype | nsjax ms [IQR] | no check | XLA matmuls "
-            "| first call | paper ms | x paper | numpy ms | x numpy | torch ms "
+            "| first call | paper ms | x paper | numpy ms | x numpy | jnp ms | x jnp | torch ms "
             "| floor ms (elem / flops) | x floor | max err |")
-    out = [head, "|" + "---|" * 17]
+    out = [head, "|" + "---|" * 19]
     for c in cases:
         p = c.get("params", {})
         pre = (f"| {p.get('B', '?')} | {p.get('n', '?')} | {p.get('r', '?')} | "
                f"{p.get('nullity', '?')} | {p.get('dtype', '?')} ")
         if c.get("status") != "ok":
-            out.append(pre + f"| {c.get('status')} |" + " |" * 11)
+            out.append(pre + f"| {c.get('status')} |" + " |" * 13)
             continue
         t, r, fl = c["timings"], c["ratios"]["nsjax"], c["floor"]
         torch = t.get("torch_cuda") or t.get("torch_cpu")
@@ -195,6 +201,8 @@ def _projection_table(cases: list[dict]) -> list[str]:
             f"{_f(t['nsjax_xla']['median_ms'] if 'nsjax_xla' in t else None)} | "
             f"{t['nsjax']['first_call_ms']:.3g} | {paper} | {_x(r['speedup_vs_paper'])} | "
             f"{numpy} | {_x(r['speedup_vs_numpy'])} | "
+            f"{_f(t['jnp']['median_ms'] if 'jnp' in t else None)} | "
+            f"{_x(r.get('speedup_vs_jnp'))} | "
             f"{_f(torch['median_ms'] if torch else None)} | {fl['ms']:.3g} "
             f"({fl['elementwise_ms']:.3g} / {fl['flops_ms']:.3g}) | {_x(r['x_floor'])} | "
             f"{err:.1e} |")

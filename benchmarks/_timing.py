@@ -74,6 +74,7 @@ def measure(
     slow_s: float = 1.0,
     slow_repeats: int = 3,
     max_repeats: dict[str, int] | None = None,
+    settle_s: dict[str, float] | None = None,
 ) -> dict[str, Stats]:
     """Median and spread of each function's time per call, interleaved.
 
@@ -86,6 +87,8 @@ def measure(
       warmup: untimed calls per function before sampling (0 when the caller's first call
         already warmed it up).
       max_repeats: optional per-function cap on the number of samples.
+      settle_s: optional per-function idle time after each of its samples, not timed (lets
+        OpenBLAS's spinning workers go to sleep before the next variant runs).
 
     Returns:
       name -> :class:`Stats`.
@@ -123,5 +126,7 @@ def measure(
                 block(fn())
             samples[name].append((time.perf_counter() - t0) / n)
             faults[name].append((_minflt() - f0) / n)
+            if (settle_s or {}).get(name):
+                time.sleep(settle_s[name])
     return {k: Stats.from_samples(samples[k], inner[k], float(np.median(faults[k])))
             for k in fns}

@@ -97,8 +97,12 @@ def test_projection_cases_are_consistent(quick):
         assert math.isclose(rat["speedup_vs_paper"], t["paper"]["median_ms"] /
                             t["nsjax"]["median_ms"])
         tol = c["correct"]["tol"]
-        for v in ("nsjax", "nsjax_nocheck", "paper", "numpy"):
+        for v in ("nsjax", "nsjax_nocheck", "paper", "numpy", "jnp"):
             assert c["correct"]["max_abs_err"][v] <= tol
+        # the NumPy one-liner and the hand-written jnp version are in every projection case
+        assert {"numpy", "jnp"} <= set(t)
+        assert math.isclose(rat["speedup_vs_jnp"], t["jnp"]["median_ms"] /
+                            t["nsjax"]["median_ms"])
     acc = doc["acceptance"]
     assert acc["evaluated"] is False and "quick" in acc["reason"]
     assert {"nsjax", "nsjax_nocheck"} <= set(acc["variants"])
@@ -123,6 +127,17 @@ def test_conv_cases_are_consistent(quick):
         assert all(e <= c["correct"]["tol"] for e in c["correct"]["max_abs_err"].values())
     assert projs[3]["params"]["nullity"] == 108 and "paper" in projs[3]["timings"]
     assert "numpy" in projs[16]["timings"]  # patch structure, no dense operator
+    for c in projs.values():  # both baselines in every conv projection case
+        assert {"numpy", "jnp"} <= set(c["timings"]) and "speedup_vs_jnp" in c["ratios"]["nsjax"]
+    assert projs[3]["numpy_side"] == "(x N) N^T"  # nullity 108 < rank 676
+
+
+def test_default_run_is_a_plain_process(quick):
+    _, proc, doc = quick
+    if not (os.environ.get("GLIBC_TUNABLES") or os.environ.get("OPENBLAS_THREAD_TIMEOUT")):
+        assert doc["env"]["process"] == "plain process"
+        assert not doc["env"]["glibc_hugetlb"] and doc["env"]["openblas_thread_timeout"] is None
+    assert doc["config"]["hugepages"] == "off"
 
 
 def test_stego_row_present(quick):
@@ -211,3 +226,55 @@ def test_measure_and_fits():
     assert math.isclose(fit_loglog([1, 10, 100], [2, 20, 200]), 1.0)
     aff = fit_affine([1, 2, 3], [5, 7, 9])
     assert math.isclose(aff["slope_ms"], 2.0) and math.isclose(aff["r2"], 1.0)
+
+
+def test_measure_settles_after_the_named_variants():
+    st = measure({"a": lambda: np.ones(3), "b": lambda: np.ones(3)}, repeats=3, target_s=0.0,
+                 settle_s={"a": 0.01})
+    assert st["a"].repeats == st["b"].repeats == 3
+    assert st["a"].max_ms < 10  # the idle time is not part of the sample
+
+
+def test_reexec_only_on_request(monkeypatch):
+    from benchmarks import _env
+
+    def no_exec(*a, **k):
+        raise AssertionError("re-executed without an opt-in setting")
+
+    monkeypatch.setattr(_env.os, "execve", no_exec)
+    monkeypatch.delenv(_env.REEXEC_MARK, raising=False)
+    _env.reexec_if_needed("benchmarks", [], hugepages=_env.want_hugepages("off"), devices=None)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    assert _env.process_label() == "plain process" and _env.blas_settle_s() > 0
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+    assert "OPT-IN" in _env.process_label() and _env.blas_settle_s() == 0
+
+
+def _case(skip=("paper",)):
+    st = {"median_ms": 10.0, "q1_ms": 9.0, "q3_ms": 11.0, "minor_faults_per_call": 3.0}
+    t = {v: dict(st) for v in ("nsjax", "nsjax_complement", "numpy", "jnp", "paper")
+         if v not in skip}
+    for v in ("numpy", "jnp"):
+        if v in t:
+            t[v]["median_ms"] = 20.0
+    rat = {v: {"speedup_vs_paper": None if "paper" in skip else 30.0,
+               "speedup_vs_numpy": None if "numpy" in skip else 2.0,
+               "speedup_vs_jnp": 2.0, "x_floor": None} for v in ("nsjax", "nsjax_complement")}
+    return {"status": "ok", "timings": t, "ratios": rat, "floor": {},
+            "correct": {"tol": 1e-4, "max_abs_err": {"nsjax": 1e-7}},
+            "skipped": {k: "skipped: estimated 9 s per call" for k in skip}}
+
+
+def test_projection_60k_prints_with_a_skipped_baseline():
+    from benchmarks.projection_60k import format_case, verdicts
+
+    lines = format_case(_case(skip=("paper",)))  # issue #14: this raised TypeError
+    text = "\n".join(lines)
+    assert "vs paper - (>= 15: FAIL)" in text and "skipped: estimated" in text
+    assert lines[-1].endswith("NOT all met")
+    lines = format_case(_case(skip=("paper", "numpy")))
+    assert "vs NumPy - (>= 1.5: FAIL)" in "\n".join(lines)
+    ok, vlines = verdicts(_case(skip=())["ratios"])
+    assert ok and len(vlines) == 2 and all("FAIL" not in v for v in vlines)
+    assert format_case(_case(skip=()))[-1].endswith("all PASS")
