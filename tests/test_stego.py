@@ -184,3 +184,17 @@ def test_unit_range_looking_data_warns_without_bounds(net):
         stego(2 * c - 1, 2 * h - 1, ns)  # negative pixels: [-1, 1] data, no warning
     np.testing.assert_array_equal(explicit.image, default.image)
     np.testing.assert_array_equal(explicit.alpha2, default.alpha2)
+
+
+def test_check_domain_message_names_its_default_subject_and_domain():
+    # mutmut survivors: check_domain's default name ("images") and its pass-through of
+    # `what` were never read back.  The message quotes the name, the domain and the
+    # observed range (min 0, max 1.5 exactly, both representable in float32)
+    x = jnp.zeros((2, 3)).at[1, 2].set(1.5)
+    with pytest.raises(DomainError,
+                       match=r"^images must lie in \[-1, 1\] .*got values in \[0, 1\.5\]"):
+        nsjax.check_domain(x)
+    with pytest.raises(DomainError, match=r"^covers must lie in \[0, 1\]"):
+        nsjax.check_domain(x, "covers", bounds=(0, 1))
+    inside = jnp.linspace(-1.0, 1.0, 7)  # both ends on the closed domain's boundary
+    np.testing.assert_array_equal(nsjax.check_domain(inside), inside)
