@@ -39,6 +39,8 @@ declare -A TESTS=(
   [_first_layer]='"tests/test_first_layer.py", "tests/test_model.py"'
   [_conv]='"tests/test_conv.py"'
 )
+REPORT_ONLY=0
+if [[ ${1:-} == --report ]]; then REPORT_ONLY=1; shift; fi  # rewrite the blocks from mutants/
 (($#)) && MODULES=("$@")
 for mod in "${MODULES[@]}"; do
   [[ -n ${TESTS[$mod]:-} ]] || { echo "unknown module $mod (known: ${!TESTS[*]})" >&2; exit 2; }
@@ -58,6 +60,63 @@ flax.nnx
 optax
 hypothesis
 EOF
+
+# The module's block of docs/results/mutation.md, from the exit codes mutmut has recorded
+# so far in mutants/MODULE (an interrupted run reports the mutants it finished).
+report() {  # report MODULE REV SECONDS
+  (cd "$WORK/$1" && "$BIN/python" - "$1" "$2" "$(cat "$WORK/$1.sample")" "$SEED" "$3" "$DOC" \
+     "$BIN/mutmut" "${TESTS[$1]}" <<'EOF'
+import datetime, json, re, subprocess, sys
+from collections import Counter
+mod, rev, sample, seed, secs, doc, mutmut, tests = sys.argv[1:9]
+codes = json.load(open(f"mutants/nsjax/{mod}.py.meta"))["exit_code_by_key"]
+from mutmut.stats import status_by_exit_code as S  # noqa: E402
+status = {k: S[c] for k, c in codes.items() if c is not None}
+count = Counter(status.values())
+killed = count["killed"] + count["timeout"] + count["segfault"] + count["caught by type check"]
+total = len(status)
+live = sorted((k for k, s in status.items() if s not in ("killed", "timeout", "segfault",
+                                                          "caught by type check")),
+              key=lambda k: (k.rsplit("__mutmut_", 1)[0], int(k.rsplit("_", 1)[1])))
+what = (f"a random sample of {total} of its {len(codes)} mutants (seed {seed})"
+        if int(sample) else f"all {total} mutants")
+lines = [f"<!-- mutmut {mod} -->", f"### `nsjax/{mod}.py`", "",
+         f"**{killed}/{total} killed ({100 * killed / max(total, 1):.1f} %)**, {what}; "
+         f"snapshot {rev}, {datetime.date.today()}, {int(secs) // 60} min "
+         f"({int(secs) / max(total, 1):.1f} s per mutant on 2 busy cores).  "
+         f"Tests: `{tests.replace(chr(34), '')}`.  "
+         + ", ".join(f"{v} {k}" for k, v in sorted(count.items())) + ".", ""]
+if live:
+    lines += ["<details><summary>surviving mutants (diffs)</summary>", "", "```diff"]
+    for k in live:
+        diff = subprocess.run([mutmut, "show", k], capture_output=True, text=True).stdout
+        body = [ln for ln in diff.splitlines()
+                if re.match(r"[-+][^-+]", ln) or ln in ("-", "+")]
+        lines += [f"# {k} ({status[k]})"] + body
+    lines += ["```", "", "</details>"]
+lines += [f"<!-- /mutmut {mod} -->"]
+block = "\n".join(lines)
+text = open(doc).read()
+pat = re.compile(rf"<!-- mutmut {re.escape(mod)} -->.*?<!-- /mutmut {re.escape(mod)} -->", re.S)
+if pat.search(text):
+    text = pat.sub(lambda _: block, text)
+else:
+    marker = "<!-- mutmut runs end -->"
+    if marker not in text:
+        text = text.rstrip("\n") + "\n\n## mutmut runs\n\n" + marker + "\n"
+    text = text.replace(marker, block + "\n\n" + marker)
+open(doc, "w").write(text)
+print(f"{mod}: {killed}/{total} killed, {count['survived']} survived, {secs} s")
+EOF
+  )
+}
+
+if ((REPORT_ONLY)); then
+  for mod in "${MODULES[@]}"; do
+    report "$mod" "$(cat "$WORK/$mod.rev")" "$(( $(stat -c %Y "$WORK/$mod.log") - $(stat -c %Y "$WORK/$mod.rev") ))"
+  done
+  exit 0
+fi
 
 for mod in "${MODULES[@]}"; do
   snap=$WORK/$mod
@@ -109,55 +168,11 @@ print("\n".join(sorted(random.Random(int(sys.argv[3])).sample(keys, n))))
 EOF
 )
   fi
+  echo "$rev" > "$WORK/$mod.rev"; echo "$SAMPLE" > "$WORK/$mod.sample"
   start=$(date +%s)
   (cd "$snap" && env -u NSJAX_REQUIRE_DATA NSJAX_DATA_DIR="$EMPTY" PYTHONPATH="$snap/mutants" \
      nice -n 19 "$BIN/mutmut" run --max-children "$CHILDREN" "${names[@]}") \
      > "$WORK/$mod.log" 2>&1 || { echo "$mod: mutmut failed, see $WORK/$mod.log" >&2; tail -20 "$WORK/$mod.log" >&2; continue; }
   secs=$(( $(date +%s) - start ))
-  # the module's block of docs/results/mutation.md
-  (cd "$snap" && "$BIN/python" - "$mod" "$rev" "$SAMPLE" "$SEED" "$secs" "$DOC" "$BIN/mutmut" \
-     "${TESTS[$mod]}" <<'EOF'
-import datetime, json, re, subprocess, sys
-from collections import Counter
-mod, rev, sample, seed, secs, doc, mutmut, tests = sys.argv[1:9]
-codes = json.load(open(f"mutants/nsjax/{mod}.py.meta"))["exit_code_by_key"]
-from mutmut.stats import status_by_exit_code as S  # noqa: E402
-status = {k: S[c] for k, c in codes.items() if c is not None}
-count = Counter(status.values())
-killed = count["killed"] + count["timeout"] + count["segfault"] + count["caught by type check"]
-total = len(status)
-live = sorted((k for k, s in status.items() if s not in ("killed", "timeout", "segfault",
-                                                          "caught by type check")),
-              key=lambda k: (k.rsplit("__mutmut_", 1)[0], int(k.rsplit("_", 1)[1])))
-what = (f"a random sample of {total} of its {len(codes)} mutants (seed {seed})"
-        if int(sample) else f"all {total} mutants")
-lines = [f"<!-- mutmut {mod} -->", f"### `nsjax/{mod}.py`", "",
-         f"**{killed}/{total} killed ({100 * killed / max(total, 1):.1f} %)**, {what}; "
-         f"snapshot {rev}, {datetime.date.today()}, {int(secs) // 60} min "
-         f"({int(secs) / max(total, 1):.1f} s per mutant on 2 busy cores).  "
-         f"Tests: `{tests.replace(chr(34), '')}`.  "
-         + ", ".join(f"{v} {k}" for k, v in sorted(count.items())) + ".", ""]
-if live:
-    lines += ["<details><summary>surviving mutants (diffs)</summary>", "", "```diff"]
-    for k in live:
-        diff = subprocess.run([mutmut, "show", k], capture_output=True, text=True).stdout
-        body = [ln for ln in diff.splitlines()
-                if re.match(r"[-+][^-+]", ln) or ln in ("-", "+")]
-        lines += [f"# {k} ({status[k]})"] + body
-    lines += ["```", "", "</details>"]
-lines += [f"<!-- /mutmut {mod} -->"]
-block = "\n".join(lines)
-text = open(doc).read()
-pat = re.compile(rf"<!-- mutmut {re.escape(mod)} -->.*?<!-- /mutmut {re.escape(mod)} -->", re.S)
-if pat.search(text):
-    text = pat.sub(lambda _: block, text)
-else:
-    marker = "<!-- mutmut runs end -->"
-    if marker not in text:
-        text = text.rstrip("\n") + "\n\n## mutmut runs\n\n" + marker + "\n"
-    text = text.replace(marker, block + "\n\n" + marker)
-open(doc, "w").write(text)
-print(f"{mod}: {killed}/{total} killed, {count['survived']} survived, {secs} s")
-EOF
-  )
+  report "$mod" "$rev" "$secs"
 done

@@ -198,3 +198,39 @@ def test_check_domain_message_names_its_default_subject_and_domain():
         nsjax.check_domain(x, "covers", bounds=(0, 1))
     inside = jnp.linspace(-1.0, 1.0, 7)  # both ends on the closed domain's boundary
     np.testing.assert_array_equal(nsjax.check_domain(inside), inside)
+
+
+def test_unit_range_warning_points_at_the_callers_line():
+    # mutmut survivor: stacklevel=3 dropped (the warning then names nsjax/_stego.py, not the
+    # line that called stego: _warn_if_unit_range -> stego -> caller)
+    ns = nsjax.null_space(jax.random.normal(jax.random.key(0), (4, 16)))
+    c, h = (jax.random.uniform(k, (2, 16)) for k in jax.random.split(jax.random.key(1)))
+    with pytest.warns(UserWarning, match=r"bounds=\(0, 1\)") as rec:
+        stego(c, h, ns)
+    assert [w.filename for w in rec] == [__file__]
+
+
+def test_lower_alpha2_bound_is_per_pair_and_two_sided():
+    # mutmut survivor: the lower bound L of alpha2 taken over the whole batch instead of
+    # per pair.  By hand, row space r = (2, 1, 1)/sqrt(6), alpha1 = 0.8, domain [-1, 1]:
+    # pair A, H = (1, 1, 1), C = (-1, 0, 0): h = 0.8 (4/3, 2/3, 2/3) = (16/15, 8/15, 8/15)
+    # (pixel 0 outside the domain), c = C - (r.C) r = (-1/3, 1/3, 1/3), so
+    # L = (1 - 16/15) / (-1/3) = 0.2 and U = min(6.2, (1 - 8/15) / (1/3)) = 1.4;
+    # pair B, H = 0, same C: h = 0, L = 0, U = 3.
+    ns = nsjax.null_space(np.array([[2.0, 1.0, 1.0]], np.float32))
+    hidden = jnp.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    cover = jnp.array([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    # the picked alpha2 is U (1 - 8 eps32); the float32 basis, h, c and the division add a
+    # few eps32/2 each: 4 eps32 relative
+    eps = np.finfo(np.float32).eps
+    picked = stego(cover, hidden, ns, alpha1=0.8)
+    np.testing.assert_allclose(picked.alpha2_max, np.array([1.4, 3.0]) * (1 - 8 * eps),
+                               rtol=4 * eps)
+    # pair B's alpha2 = 0.1 is below pair A's L but admissible for B itself
+    r = stego(cover, hidden, ns, alpha1=0.8, alpha2=jnp.array([0.5, 0.1]))
+    np.testing.assert_allclose(r.image, [[0.9, 0.7, 0.7], [-1 / 30, 1 / 30, 1 / 30]],
+                               rtol=0, atol=8 * eps)  # entries <= 1.1: a few eps32 each
+    # two-sided at L = 0.2: computed L errs by a few eps32, far inside 1e-4 relative
+    stego(cover, hidden, ns, alpha1=0.8, alpha2=jnp.array([0.2 * (1 + 1e-4), 0.1]))
+    with pytest.raises(DomainError, match="< min"):
+        stego(cover, hidden, ns, alpha1=0.8, alpha2=jnp.array([0.2 * (1 - 1e-4), 0.1]))
