@@ -40,9 +40,10 @@ import numpy as np
 from jax import lax
 
 __all__ = ["available", "info", "set_hugepages", "supports", "worthwhile", "project_rows",
-           "project_rows_xla", "MAX_COLS"]
+           "project_rows_xla", "project_patches", "MAX_COLS"]
 
 TARGET = "nsjax_project_f32"
+PATCH_TARGET = "nsjax_project_patches_f32"
 LANES = 16  # basis columns are zero-padded to a multiple of this (the AVX-512 width)
 MAX_COLS = 256  # the kernel's limit on (padded) basis columns; wider bases use XLA
 HIGHEST = lax.Precision.HIGHEST
@@ -73,6 +74,9 @@ def _load() -> tuple[bool, str]:
         return False, "this CPU has neither AVX-512F nor AVX2+FMA"
     _LIB.append(lib)
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.NsjaxProjectF32), platform="cpu")
+    if hasattr(lib, "NsjaxProjectPatchesF32"):
+        jax.ffi.register_ffi_target(PATCH_TARGET, jax.ffi.pycapsule(lib.NsjaxProjectPatchesF32),
+                                    platform="cpu")
     return True, f"{_ISA_NAMES.get(isa, isa)} ({os.path.basename(spec.origin)})"
 
 
@@ -218,3 +222,88 @@ def project_rows(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool 
         raise ValueError(f"expected float32 (or float16/bfloat16) x of shape "
                          f"(..., {basis.shape[0]}), got {x.dtype} {x.shape}")
     return _fused(x, basis, bool(null_part), bool(inplace))
+
+
+# ------------------------------------------------------------------ patch layout
+
+
+def _patchify(x: jax.Array, patch: tuple[int, int]) -> jax.Array:
+    """``(B, H, W, C)`` -> ``(B, P, ph pw C)`` (the row layout of a patch null space)."""
+    b, h, w, c = x.shape
+    ph, pw = patch
+    x = x.reshape(b, h // ph, ph, w // pw, pw, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (h // ph) * (w // pw), ph * pw * c)
+
+
+def _unpatchify(p: jax.Array, shape: tuple[int, ...], patch: tuple[int, int]) -> jax.Array:
+    b, h, w, c = shape
+    ph, pw = patch
+    x = p.reshape(b, h // ph, w // pw, ph, pw, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(shape)
+
+
+def project_patches_xla(x: jax.Array, basis: jax.Array, patch: tuple[int, int],
+                        null_part: bool) -> jax.Array:
+    """Reference for :func:`project_patches`: patchify, project, unpatchify with XLA."""
+    out, _ = project_rows_xla(_patchify(x, patch), basis, null_part)
+    return _unpatchify(out, x.shape, patch)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _fused_patches(x: jax.Array, basis: jax.Array, patch: tuple[int, int], null_part: bool):
+    def cpu(x, basis):
+        c = basis.shape[1]
+        rp = -(-c // LANES) * LANES
+        r = jnp.pad(basis, ((0, 0), (0, rp - c)))
+        b, h, w, _ = x.shape
+        call = jax.ffi.ffi_call(
+            PATCH_TARGET,
+            (jax.ShapeDtypeStruct(x.shape, jnp.float32),
+             jax.ShapeDtypeStruct((b * (h // patch[0]) * (w // patch[1]),), jnp.uint8)),
+            vmap_method="sequential",
+        )
+        out, bad = call(x, r, r.T, null_part=bool(null_part), ph=np.int64(patch[0]),
+                        pw=np.int64(patch[1]))
+        return out, jnp.all(bad == 0)
+
+    def other(x, basis):
+        out, coef = project_rows_xla(_patchify(x, patch), basis, null_part)
+        return _unpatchify(out, x.shape, patch), jnp.all(jnp.isfinite(coef))
+
+    return lax.platform_dependent(x, basis, cpu=cpu, default=other)
+
+
+@_fused_patches.defjvp
+def _fused_patches_jvp(patch, null_part, primals, tangents):
+    out = _fused_patches(*primals, patch, null_part)
+    dout = jax.jvp(lambda x, b: project_patches_xla(x, b, patch, null_part), primals,
+                   tangents)[1]
+    return out, (dout, np.zeros((), jax.dtypes.float0))
+
+
+def supports_patches() -> bool:
+    """Whether this build has the patch-layout entry (:func:`project_patches`)."""
+    return available() and hasattr(_LIB[0], "NsjaxProjectPatchesF32")
+
+
+def project_patches(x: jax.Array, basis: jax.Array, patch: tuple[int, int],
+                    null_part: bool):
+    """:func:`project_rows` for a patch null space (stride = kernel size), in image layout.
+
+    ``x``: ``(B, H, W, C)`` float32 images, ``basis``: ``(ph pw C, c)`` (the patch row
+    basis), ``patch``: ``(ph, pw)``.  Equal to unpatchifying
+    ``project_rows(patchify(x), basis, null_part)``, but the kernel gathers each tile of
+    patches from the images and scatters the result back: no transposed copy of ``x`` or
+    of the output (two passes over the batch, and a fresh XLA buffer, saved).  Returns
+    ``(out (B, H, W, C), finite)``.
+    """
+    ph, pw = (int(patch[0]), int(patch[1]))
+    if not (supports(basis) and supports_patches()):
+        raise ValueError(f"the patch kernel is not available for this basis ({info()})")
+    if x.dtype in (jnp.float16, jnp.bfloat16):
+        x = x.astype(jnp.float32)
+    if (x.dtype != jnp.float32 or x.ndim != 4 or x.shape[1] % ph or x.shape[2] % pw
+            or ph * pw * x.shape[3] != basis.shape[0]):
+        raise ValueError(f"expected float32 images (B, H, W, C) tiled by {ph}x{pw} patches of "
+                         f"{basis.shape[0]} values, got {x.dtype} {x.shape}")
+    return _fused_patches(x, basis, (ph, pw), bool(null_part))

@@ -490,3 +490,39 @@ def test_huge_page_advice_on_or_off_gives_the_same_bits_between_allocations(reco
     finally:
         K.set_hugepages(True)
     record_property("minor_faults_per_call", faults)  # informative only: no assertion
+
+
+needs_patches = pytest.mark.skipif(not (K.available() and K.supports_patches()),
+                                   reason="no patch-layout kernel in this build")
+
+
+@needs_patches
+@pytest.mark.parametrize("shape,patch,cout", [((3, 8, 12, 2), (4, 3), 5),  # odd tail tiles
+                                              ((2, 32, 32, 3), (16, 16), 40)])  # ViT-like
+def test_patch_layout_kernel_matches_float64(shape, patch, cout):
+    b, h, w, c = shape
+    ph, pw = patch
+    d = ph * pw * c
+    q = np.linalg.qr(np.random.default_rng(2).standard_normal((d, min(cout, d))))[0]
+    basis = jnp.asarray(q, jnp.float32)
+    x = _x(shape, seed=4)
+    rows = np.asarray(x, np.float64).reshape(b, h // ph, ph, w // pw, pw, c)
+    rows = rows.transpose(0, 1, 3, 2, 4, 5).reshape(-1, d)
+    for null_part in (True, False):
+        out, finite = jax.jit(lambda x: K.project_patches(x, basis, patch, null_part))(x)
+        ref = _ref(rows, q, null_part).reshape(b, h // ph, w // pw, ph, pw, c)
+        ref = ref.transpose(0, 1, 3, 2, 4, 5).reshape(shape)
+        assert bool(finite) and np.max(np.abs(np.asarray(out) - ref)) <= _tol(rows)
+        # bit-identical to the same kernel on patchified rows
+        flat, _ = K.project_rows(jnp.asarray(rows, jnp.float32), basis, null_part)
+        np.testing.assert_array_equal(
+            np.asarray(out),
+            np.asarray(flat).reshape(b, h // ph, w // pw, ph, pw, c)
+            .transpose(0, 1, 3, 2, 4, 5).reshape(shape))
+    bad = x.at[0, h - 1, w - 1, c - 1].set(np.nan)
+    assert not bool(K.project_patches(bad, basis, patch, True)[1])
+    if d > 100:
+        return
+    g = jax.grad(lambda x: K.project_patches(x, basis, patch, True)[0].sum())(x)
+    g_ref = jax.grad(lambda x: K.project_patches_xla(x, basis, patch, True).sum())(x)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-5)

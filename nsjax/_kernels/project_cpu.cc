@@ -43,6 +43,17 @@ constexpr int64_t kKBlock = 64;  // phase-1 summation block (see project_body.in
 using ProjectRowsFn = void (*)(const float*, const float*, const float*, float*, uint8_t*,
                                int64_t, int64_t, int64_t, int64_t, bool, bool);
 
+// Where the rows of a patch-layout projection live (project_body.inc, patch_rows).
+struct PatchGeom {
+  int64_t per_image;  // patches per image, (H / ph) (W / pw)
+  int64_t cols;       // patches per patch row, W / pw
+  int64_t ph, seg;    // lines per patch, floats per line (pw C)
+  int64_t stride;     // floats per image line (W C)
+  int64_t image;      // floats per image (H W C)
+};
+using PatchRowsFn = void (*)(const float*, const float*, const float*, float*, uint8_t*,
+                             const PatchGeom&, int64_t, int64_t, int64_t, bool, float*, float*);
+
 }  // namespace
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NSJAX_NO_SIMD)
@@ -138,6 +149,9 @@ int DetectIsa() {
 ProjectRowsFn RowsFn(int isa) {
   return isa == 2 ? &avx512::rows : isa == 1 ? &avx2::rows : nullptr;
 }
+PatchRowsFn PatchFn(int isa) {
+  return isa == 2 ? &avx512::patch_rows : isa == 1 ? &avx2::patch_rows : nullptr;
+}
 int64_t Lanes(int isa) { return isa == 2 ? 16 : 8; }
 void StoreFence() { _mm_sfence(); }  // orders the streaming stores before we report done
 }  // namespace
@@ -145,6 +159,7 @@ void StoreFence() { _mm_sfence(); }  // orders the streaming stores before we re
 namespace {
 int DetectIsa() { return 0; }
 ProjectRowsFn RowsFn(int) { return nullptr; }
+PatchRowsFn PatchFn(int) { return nullptr; }
 int64_t Lanes(int) { return 16; }
 void StoreFence() {}
 }  // namespace
@@ -306,7 +321,103 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   return ffi::Error::Success();
 }
 
+// The patch-layout projection: x (B, H, W, C), R (ph pw C, rp), Rt (rp, ph pw C); out like
+// x, bad (B P) with P = (H / ph) (W / pw) patches per image.  Same arithmetic as
+// ProjectImpl on the patchified rows; no transposed copy of x or of the output.
+struct PatchJob {
+  PatchRowsFn fn;
+  const float *x, *r, *rt;
+  float* out;
+  uint8_t* bad;
+  PatchGeom geom;
+  int64_t rows, n, rp, chunk_rows, total;
+  bool null_part;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::mutex mu;
+  std::condition_variable cv;
+
+  void Work() {
+    int64_t finished = 0;
+    std::vector<float> buf;
+    for (int64_t c; (c = next.fetch_add(1)) < total;) {
+      if (buf.empty()) buf.resize(2 * 16 * n + 32);  // two tiles of <= 16 rows, + alignment
+      float* xt = reinterpret_cast<float*>(
+          (reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
+      const int64_t r0 = c * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
+      fn(x, r, rt, out, bad, geom, r0, r1, rp, null_part, xt, xt + 16 * n);
+      ++finished;
+    }
+    if (finished && done.fetch_add(finished) + finished == total) {
+      std::lock_guard<std::mutex> lock(mu);
+      cv.notify_all();
+    }
+  }
+};
+
+ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::F32> r, ffi::Buffer<ffi::F32> rt,
+                              ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::U8> bad,
+                              bool null_part, int64_t ph, int64_t pw) {
+  const int isa = Isa();
+  if (isa == 0) return ffi::Error::Internal("nsjax_project_patches_f32: no AVX2/AVX-512");
+  auto xd = x.dimensions(), rd = r.dimensions(), td = rt.dimensions(), od = out->dimensions();
+  if (xd.size() != 4 || od.size() != 4 || rd.size() != 2 || td.size() != 2)
+    return ffi::Error::InvalidArgument("nsjax_project_patches_f32: expected x (B, H, W, C), "
+                                       "R (d, rp), Rt (rp, d)");
+  const int64_t b = xd[0], h = xd[1], w = xd[2], ch = xd[3], n = ph * pw * ch, rp = rd[1];
+  for (int i = 0; i < 4; ++i)
+    if (od[i] != xd[i]) return ffi::Error::InvalidArgument("nsjax_project_patches_f32: out");
+  if (ph <= 0 || pw <= 0 || h % ph || w % pw || rd[0] != n || td[0] != rp || td[1] != n ||
+      rp % Lanes(isa) != 0 || rp > kMaxCols || rp <= 0)
+    return ffi::Error::InvalidArgument("nsjax_project_patches_f32: expected H, W multiples "
+                                       "of the patch, R (ph pw C, rp), 0 < rp <= 256");
+  const int64_t per_image = (h / ph) * (w / pw), rows = b * per_image;
+  if (rows == 0) return ffi::Error::Success();
+  if (n == 0) {
+    std::fill(bad->typed_data(), bad->typed_data() + rows, uint8_t{0});
+    return ffi::Error::Success();
+  }
+  auto job = std::make_shared<PatchJob>();
+  job->fn = PatchFn(isa);
+  job->x = x.typed_data();
+  job->r = r.typed_data();
+  job->rt = rt.typed_data();
+  job->out = out->typed_data();
+  job->bad = bad->typed_data();
+  job->geom = PatchGeom{per_image, w / pw, ph, pw * ch, w * ch, h * w * ch};
+  job->rows = rows;
+  job->n = n;
+  job->rp = rp;
+  job->null_part = null_part;
+  const int64_t bytes = rows * n * 4;
+  if (job->out != job->x) AdviseHugePages(job->out, bytes);
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t workers = 4.0 * rows * n * rp < 4e6 ? 1 : threads;
+  int64_t chunk = (rows + 4 * workers - 1) / (4 * workers);
+  chunk = std::max<int64_t>(48, (chunk + 47) / 48 * 48);
+  job->chunk_rows = std::min(chunk, rows);
+  job->total = (rows + job->chunk_rows - 1) / job->chunk_rows;
+  for (int64_t t = 1; t < std::min(workers, job->total); ++t) pool.Schedule([job] { job->Work(); });
+  job->Work();
+  std::unique_lock<std::mutex> lock(job->mu);
+  job->cv.wait(lock, [&] { return job->done.load() == job->total; });
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NsjaxProjectPatchesF32, ProjectPatchesImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (B, H, W, C)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // R (ph pw C, rp)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // Rt (rp, ph pw C)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // out (B, H, W, C)
+                                  .Ret<ffi::Buffer<ffi::U8>>()   // bad (B P)
+                                  .Attr<bool>("null_part")
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NsjaxProjectF32, ProjectImpl,
                               ffi::Ffi::Bind()
