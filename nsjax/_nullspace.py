@@ -60,7 +60,7 @@ import numpy as np
 from flax import struct
 from jax import lax
 
-from nsjax import _cpu_kernel
+from nsjax import _cpu_kernel, blas
 
 HIGHEST = lax.Precision.HIGHEST
 
@@ -201,8 +201,10 @@ class NullSpace:
     def basis(self) -> jax.Array:
         """Orthonormal basis of the null space, shape ``(n, dim)``.
 
-        Built on demand (``O(n^2)`` memory) from a complete QR of the row basis; projection
-        never needs it.
+        Built on demand (``n (n - rank)`` entries) from the Householder reflectors of the
+        row basis (:func:`_complete`: a QR of the ``(n, rank)`` row basis and one matmul);
+        projection never needs it.  Concrete: computed now, OpenBLAS capped as in
+        :func:`nsjax.blas.lapack_threads`.
         """
         if self.dim == 0:
             return jnp.zeros((self.n, 0), self.dtype)
@@ -211,7 +213,11 @@ class NullSpace:
         if self.null_basis is not None:
             return self.null_basis
         rb = self.row_basis
-        q = _complete(rb)
+        if isinstance(rb, jax.core.Tracer):
+            q = _complete(rb)
+        else:
+            with blas.lapack_threads():
+                q = jax.block_until_ready(_complete(rb))
         if self.patch is None:
             return q
         # block diagonal: one copy of the patch null basis per patch, mapped back to pixels
@@ -559,10 +565,11 @@ def singular_values(a, *, float64_svd: bool | None = None) -> jax.Array:
     out = jnp.promote_types(a.dtype, jnp.float32)
     if min(a.shape) == 0:
         return jnp.zeros((0,), out)
-    if use_x64:
-        with jax.enable_x64(True):
-            return _svd_values(jnp.asarray(a, jnp.float64)).astype(out)
-    return _svd_values(a.astype(out))
+    if isinstance(a, jax.core.Tracer):
+        return _svd_values(a.astype(out))
+    with blas.lapack_threads(), jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
+        return jax.block_until_ready(_svd_values(a.astype(jnp.float64 if use_x64 else out))
+                                     ).astype(out)
 
 
 def matrix_rank(a, *, rtol: float | None = None, atol: float = 0.0,
@@ -579,7 +586,7 @@ def matrix_rank(a, *, rtol: float | None = None, atol: float = 0.0,
         raise ValueError("matrix_rank() decides the rank on the host; call it outside jit")
     if min(a.shape) == 0:
         return 0
-    with jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
+    with blas.lapack_threads(), jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
         s = _svd_values(a.astype(svd_dtype))
         tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol, svd_dtype)
         return int(jnp.sum(s > tol))
@@ -610,7 +617,11 @@ def null_space(
     float32/float64 (NumPy's ``matrix_rank``), ``max(m, n) * eps`` of the SVD's precision for
     float16/bfloat16.
 
-    Cost: one SVD, ``~ m n min(m, n)`` work; above :data:`LARGE_SVD_WORK` a
+    Cost: one SVD, ``~ m n min(m, n)`` work (for ``m >= n`` first the singular values
+    alone: at full column rank the null space is ``{0}`` and no singular vectors are
+    computed; otherwise the SVD with vectors follows); the LAPACK calls run with OpenBLAS
+    capped at the idle cores (:func:`nsjax.blas.lapack_threads`); above
+    :data:`LARGE_SVD_WORK` a
     :class:`LargeSVDWarning` gives an estimated time first.  For the spectrum or the rank
     alone use :func:`singular_values` / :func:`matrix_rank` (no singular vectors).
 
@@ -664,37 +675,20 @@ def null_space(
         )
     out = jnp.promote_types(a.dtype, jnp.float32)  # float16/bfloat16 -> float32 bases
     _warn_if_large(m, n, svd_dtype, values_only=False)
-    vt64 = None
-    if min(m, n) == 0:
-        s = jnp.zeros((0,), out)
-        vt = jnp.zeros((0, n), out)
-        tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol, svd_dtype)
-    elif use_x64:
-        with jax.enable_x64(True):
-            s64, vt64 = _svd_plain(jnp.asarray(a, jnp.float64))
-            # decide on the float64 values (rounding them first could move one across tol)
-            tol64 = _resolve_tol(s64, a.shape, a.dtype, rtol, atol, svd_dtype)
-            if rank is None:
-                rank = int(jnp.sum(s64 > tol64))
-            s, vt, tol = s64.astype(out), vt64.astype(out), tol64.astype(out)
-    else:
-        s, vt = _svd(a.astype(out))
-        tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol, svd_dtype)
-    if rank is None:
-        rank = int(jnp.sum(s > tol))
+    with contextlib.nullcontext() if traced else blas.lapack_threads():
+        with jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
+            s, rb, tol, rank, null_basis = _factor(
+                a.astype(svd_dtype if use_x64 else out), a.dtype, rank, rtol, atol, svd_dtype,
+                refine=not use_x64, concrete=not traced)
+            s, rb, tol = s.astype(out), rb.astype(out), tol.astype(out)
+            null_basis = None if null_basis is None else null_basis.astype(out)
+        if not traced:  # the OpenBLAS cap only holds for work finished inside the block
+            jax.block_until_ready((s, rb, null_basis))
     if not shape_given and m > n > 0 and rank == n:
         warnings.warn(
             f"null_space of a tall ({m}, {n}) matrix of full column rank is trivial (dim 0); "
             f"if it is a Flax (in, out) kernel, pass kernel.T (null_space takes the operator, "
             f"(out, in))", TransposedKernelWarning, stacklevel=2)
-    rb = vt[:rank].T
-    null_basis = None
-    if n - rank < rank:  # the null space is the smaller side (or {0}): keep its basis too
-        if vt64 is not None:
-            with jax.enable_x64(True):
-                null_basis = _complete(vt64[:rank].T).astype(out)
-        else:
-            null_basis = _complete(rb)
     return NullSpace(
         row_basis=rb,
         singular_values=s,
@@ -704,6 +698,44 @@ def null_space(
         input_shape=input_shape,
         null_basis=null_basis,
     )
+
+
+def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, refine: bool,
+            concrete: bool):
+    """``(s, row_basis, tol, rank, null_basis)`` of the ``(m, n)`` matrix ``a``, given in the
+    SVD's precision (``dtype``: the caller's, for the default tolerance).
+
+    ``s``: ``(min(m, n),)``; ``row_basis``: ``(n, rank)``; ``null_basis``: ``(n, n - rank)``
+    when ``n - rank < rank``, else ``None``.  A concrete matrix that may have full column
+    rank (``m >= n``) first gets its singular values alone (no singular vectors: ~1/2 to
+    1/3 of the work); if the rank is ``n`` the row space is all of ``R^n``, ``I_n`` is an
+    exact orthonormal basis of it and the null space is ``{0}``: no vectors are computed.
+    Otherwise the SVD with vectors runs (QR-refined when ``refine``, see :func:`_svd`), the
+    rank is decided on its values, and a stored null basis is the SVD's own trailing right
+    vectors when it has them (``m >= n``), else :func:`_complete` of the row basis.
+    """
+    m, n = a.shape
+    s = vt = None
+    if min(m, n) == 0:
+        s, vt = jnp.zeros((0,), a.dtype), jnp.zeros((0, n), a.dtype)
+    elif concrete and m >= n and rank in (None, n):
+        s = _svd_values(a)
+        if rank is None and int(jnp.sum(s > _resolve_tol(s, a.shape, dtype, rtol, atol,
+                                                          svd_dtype))) < n:
+            s = None
+    if s is None:
+        s, vt = (_svd if refine else _svd_plain)(a)
+    tol = _resolve_tol(s, a.shape, dtype, rtol, atol, svd_dtype)
+    if rank is None:  # decided in the SVD's precision (rounding first could cross tol)
+        rank = int(jnp.sum(s > tol))
+    if vt is None:  # rank == n >= 1
+        return s, jnp.eye(n, dtype=a.dtype), tol, n, jnp.zeros((n, 0), a.dtype)
+    rb = vt[:rank].T
+    null_basis = None
+    if n - rank < rank:  # the null space is the smaller side (or {0}): keep its basis too
+        # m >= n: the thin SVD has all n right vectors, the rest span the null space
+        null_basis = vt[rank:].T if vt.shape[0] == n else _complete(rb)
+    return s, rb, tol, rank, null_basis
 
 
 def _input_shape(input_shape, m: int, n: int) -> tuple[int, ...]:
@@ -722,8 +754,38 @@ def _input_shape(input_shape, m: int, n: int) -> tuple[int, ...]:
                      f"columns")
 
 
-@jax.jit
 def _complete(rb: jax.Array) -> jax.Array:
-    """``(n, r)`` orthonormal ``rb`` -> ``(n, n - r)`` orthonormal basis of its complement."""
-    q, _ = jnp.linalg.qr(rb, mode="complete")
-    return q[:, rb.shape[1]:]
+    """``(n, r)`` orthonormal ``rb`` -> ``(n, n - r)`` orthonormal basis of its complement.
+
+    A Householder QR ``rb = Q [D; 0]`` kept in compact WY form ``Q = I - V T V^T`` (``V``:
+    ``(n, r)`` unit lower trapezoidal reflectors, ``T``: ``(r, r)`` upper triangular, built
+    by LAPACK's ``larft`` recurrence from ``G = V^T V``), so that the complement
+    ``Q[:, r:] = E - (V T) V[r:]^T`` with ``E = [0; I_{n-r}]``: one ``(n, r) x (r, n - r)``
+    matmul -- half the flops of forming the complete ``(n, n)`` Q (``orgqr``) and none of
+    its BLAS-2 passes.  Same backward stability as ``orgqr``: orthonormal to ~``eps`` and
+    orthogonal to ``rb`` to ~``eps``.
+    """
+    n, r = rb.shape
+    if r == 0:
+        return jnp.eye(n, dtype=rb.dtype)
+    if r == n:
+        return jnp.zeros((n, 0), rb.dtype)
+    return _complete_wy(rb)
+
+
+@jax.jit
+def _complete_wy(rb: jax.Array) -> jax.Array:
+    n, r = rb.shape
+    h, tau = jnp.linalg.qr(rb, mode="raw")  # LAPACK layout: h is (r, n)
+    v = jnp.tril(h.T, -1) + jnp.eye(n, r, dtype=rb.dtype)
+    g = jnp.matmul(v.T, v, precision=HIGHEST)
+    idx = jnp.arange(r)
+
+    def column(i, t):  # T[:i, i] = -tau_i T[:i, :i] G[:i, i];  T[i, i] = tau_i
+        col = -tau[i] * jnp.matmul(t, jnp.where(idx < i, g[:, i], 0), precision=HIGHEST)
+        return t.at[:, i].set(jnp.where(idx == i, tau[i], col))
+
+    t = lax.fori_loop(0, r, column, jnp.zeros((r, r), rb.dtype))
+    vt = jnp.matmul(v, t, precision=HIGHEST)  # (n, r)
+    e = jnp.eye(n, n - r, -r, dtype=rb.dtype)  # [0; I]
+    return e - jnp.matmul(vt, v[r:].T, precision=HIGHEST)

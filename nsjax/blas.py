@@ -14,16 +14,21 @@ Example::
     openblas_threads()            # {"libscipy_openblas64_-....so": 2, ...}
     with limit_blas_threads(1):   # one thread inside, the previous setting restored after
         ...
+
+nsjax's own factorisations (``null_space``'s SVD, ``NullSpace.basis``) run inside
+:func:`lapack_threads`: OpenBLAS capped at the cores no other process is running on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 from collections.abc import Callable, Iterator
 
-__all__ = ["openblas_libs", "openblas_threads", "set_openblas_threads", "limit_blas_threads"]
+__all__ = ["openblas_libs", "openblas_threads", "set_openblas_threads", "limit_blas_threads",
+           "free_cpus", "lapack_threads"]
 
 _Getter = Callable[[], int]
 _Setter = Callable[[int], None]
@@ -97,3 +102,51 @@ def limit_blas_threads(n: int | None) -> Iterator[None]:
     finally:
         for name, (_, put) in libs.items():
             put(old[name])
+
+
+@functools.cache
+def _libs_once() -> tuple[tuple[_Getter, _Setter], ...]:
+    """:func:`openblas_libs` found once (NumPy's and SciPy's builds, loaded by then)."""
+    return tuple(openblas_libs().values())
+
+
+def free_cpus(loadavg: str | None = None) -> int:
+    """Cores this process may use that no other runnable thread is on right now, >= 1.
+
+    ``len(os.sched_getaffinity(0))`` minus the runnable threads of ``/proc/loadavg``'s 4th
+    field (``running/total``; an instantaneous count, unlike the load averages) other than
+    the caller.  ``loadavg``: that file's text (for tests).  Without ``/proc``: all cores.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        if loadavg is None:
+            with open("/proc/loadavg") as f:
+                loadavg = f.read()
+        running = int(loadavg.split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return max(1, cpus or 1)
+    return max(1, (cpus or 1) - max(0, running - 1))
+
+
+@contextlib.contextmanager
+def lapack_threads() -> Iterator[None]:
+    """Cap every loaded OpenBLAS at :func:`free_cpus` threads inside the block.
+
+    Multi-threaded OpenBLAS on oversubscribed cores spin-waits: a ``32 x 784`` null space
+    took ~1 s instead of ~5 ms beside busy processes (and XLA's own threads).  With free
+    cores the threads stay (large SVDs gain from them).  JAX's CPU LAPACK calls SciPy's
+    OpenBLAS, so the cap covers ``jnp.linalg`` too -- but only for work that *finishes*
+    inside the block: block on the results before leaving it.  The counts are global to
+    the process: another Python thread's NumPy call meanwhile also gets the cap.
+    """
+    libs = _libs_once()
+    old = [int(get()) for get, _ in libs]
+    cap = free_cpus()
+    changed = [(put, n) for (_, put), n in zip(libs, old, strict=True) if n > cap]
+    try:
+        for put, _ in changed:
+            put(cap)
+        yield
+    finally:
+        for put, n in changed:
+            put(n)

@@ -277,3 +277,84 @@ def test_smaller_null_side_projects_through_a_null_basis(m):
         ns.project(y)
     out = jax.jit(lambda s, v: s.project(v))(ns, x)  # a pytree with the extra leaf
     np.testing.assert_allclose(np.asarray(out).reshape(6, -1), p, atol=1e-7)
+
+
+# ------------------------------------------------------------- fast null bases (issue 14)
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("n, r, kind", [(784, 32, "random"), (300, 299, "random"),
+                                        (50, 1, "random"), (8, 3, "identity"),
+                                        (8, 3, "-identity")])
+def test_complete_is_an_orthonormal_complement(n, r, kind):
+    """The WY route of ``_complete`` against float64 truth.  Bound: applying ``r`` float32
+    Householder reflectors errs by ``O(r eps)`` in norm (Higham, Lemma 19.3; observed
+    ~1.5 eps), so ``2 r eps`` per entry holds and a wrong ``T`` (an O(1) error) fails.
+    ``identity`` columns make LAPACK's ``tau`` exactly 0 (H = I)."""
+    from nsjax._nullspace import _complete
+
+    if kind == "random":
+        rb = np.linalg.qr(np.random.default_rng(n).standard_normal((n, r)))[0]
+    else:
+        rb = np.eye(n, r) * (1 if kind == "identity" else -1)
+    q = np.asarray(_complete(jnp.asarray(rb, jnp.float32)), np.float64)
+    rb32 = rb.astype(np.float32).astype(np.float64)
+    assert q.shape == (n, n - r)
+    bound = 2 * r * EPS32
+    assert np.abs(q.T @ q - np.eye(n - r)).max() <= bound
+    assert np.abs(rb32.T @ q).max() <= bound
+
+
+@pytest.mark.filterwarnings("ignore::nsjax._nullspace.TransposedKernelWarning")
+@pytest.mark.parametrize("m, n", [(40, 40), (90, 30)])
+def test_full_column_rank_skips_the_singular_vectors(m, n):
+    """``m >= n``, rank ``n``: the null space is {0}; ``I_n`` spans the row space; the
+    singular values are the float64 SVD's rounded to float32 (relative error <= eps/2)."""
+    a = np.random.default_rng(m).standard_normal((m, n)).astype(np.float32)
+    ns = nsjax.null_space(a)
+    assert (ns.rank, ns.dim) == (n, 0) and ns.basis().shape == (n, 0)
+    np.testing.assert_array_equal(ns.row_basis, np.eye(n))
+    s64 = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(np.asarray(ns.singular_values, np.float64), s64,
+                               rtol=EPS32, atol=0)
+    x = np.random.default_rng(1).uniform(-1, 1, (3, n)).astype(np.float32)
+    np.testing.assert_array_equal(ns.project(x), np.zeros_like(x))
+    np.testing.assert_array_equal(ns.complement(x), x)
+
+
+@pytest.mark.parametrize("m, n, rank", [(40, 40, 37), (90, 30, 28)])
+def test_rank_deficient_tall_null_basis_from_the_svd(m, n, rank):
+    """``m >= n``, rank < n: the null basis is the SVD's trailing right vectors, against a
+    float64 NumPy SVD: ``|A N| <= 2 eps |A|`` (float32 rounding of an exact float64 null
+    basis: ``|A| |dN| <= |A| sqrt(n) eps / 2``, n <= 40) and orthonormal to ``2 eps``."""
+    a = _planted(m + n, m, n, rank, np.float32)
+    ns = nsjax.null_space(a)
+    assert ns.rank == rank
+    a64 = a.astype(np.float64)
+    u, s, vt = np.linalg.svd(a64)
+    b = np.asarray(ns.basis(), np.float64)
+    assert b.shape == (n, n - rank)
+    assert np.abs(a64 @ b).max() <= 2 * EPS32 * s[0] * np.sqrt(n) / 2
+    assert np.abs(b.T @ b - np.eye(n - rank)).max() <= 2 * EPS32
+    ref = vt[rank:].T
+    np.testing.assert_allclose(b @ b.T, ref @ ref.T, atol=4 * EPS32)
+
+
+def test_free_cpus_counts_other_runnable_threads():
+    from nsjax.blas import free_cpus
+
+    cpus = len(__import__("os").sched_getaffinity(0))
+    assert free_cpus("0.5 0.4 0.3 1/200 123\n") == cpus  # only the caller runs
+    assert free_cpus(f"9 9 9 {cpus + 5}/200 123\n") == 1  # oversubscribed: one thread
+    assert free_cpus("garbage") == cpus
+
+
+def test_lapack_threads_caps_and_restores(monkeypatch):
+    from nsjax import blas
+
+    before = blas.openblas_threads()
+    monkeypatch.setattr(blas, "free_cpus", lambda: 1)
+    with blas.lapack_threads():
+        assert all(v == 1 for v in blas.openblas_threads().values())
+    assert blas.openblas_threads() == before
