@@ -84,7 +84,7 @@ lines = [f"<!-- mutmut {mod} -->", f"### `nsjax/{mod}.py`", "",
          f"**{killed}/{total} killed ({100 * killed / max(total, 1):.1f} %)**, {what}; "
          f"snapshot {rev}, {datetime.date.today()}, {int(secs) // 60} min "
          f"({int(secs) / max(total, 1):.1f} s per mutant on 2 busy cores).  "
-         f"Tests: `{tests.replace(chr(34), '')}`.  "
+         f"Tests: `{' '.join(t.strip(' ' + chr(34)) for t in tests.split(','))}`.  "
          + ", ".join(f"{v} {k}" for k, v in sorted(count.items())) + ".", ""]
 if live:
     lines += ["<details><summary>surviving mutants (diffs)</summary>", "", "```diff"]

@@ -226,3 +226,16 @@ def test_nnx_module_as_callable():
         res = nsjax.check_invariance(m, ns, jax.random.key(seed), n_probes=16)
         assert res.passed and 0 < res.max_ulps <= 64, res.summary()
     assert _run._cache_size() == before + 1
+
+
+def test_one_probe_is_enough_and_zero_is_an_error():
+    # mutmut survivors: the n_probes bound (>= 1) moved to 2, its message dropped.  f linear,
+    # so one probe checks everything: the null directions keep f to the rounding floor and
+    # the control (a unit complement vector) changes it by ~|W u| ~ 1
+    w = jax.random.normal(jax.random.key(0), (3, 8)) / np.sqrt(8)
+    ns = nsjax.null_space(w)
+    res = nsjax.check_invariance(lambda z: w @ z, ns, jax.random.key(1), n_probes=1)
+    assert res.passed and res.rel_error.shape == (1, len(nsjax.DEFAULT_SCALES))
+    assert res.control_fraction == 1.0
+    with pytest.raises(ValueError, match="n_probes must be >= 1, got 0"):
+        nsjax.check_invariance(lambda z: w @ z, ns, jax.random.key(1), n_probes=0)
