@@ -279,3 +279,13 @@ def test_summary_without_data(small_net):
     assert summ["smallest_kept_sigma_rel"] == pytest.approx(s[7] / s[0], rel=1e-9)
     # the largest dropped one sits at the float64 floor, below the rank tolerance
     assert 0 <= summ["largest_dropped_sigma_rel"] < c.rtol
+
+
+def test_dead_unit_dim_of_a_one_unit_first_layer():
+    # mutmut survivor: the "every unit dead" shortcut keyed on np.unique(None).size == 1,
+    # i.e. taken for any one-unit layer.  W1 is (1, 4) and nonzero: rank 1, so no dead unit
+    # leaves dim 3, the one unit dead leaves all of R^4
+    model = nsjax.FCNN((4, 1, 2))
+    v = nsjax.init_params(model, jax.random.key(0))
+    assert np.abs(np.asarray(v["params"]["Dense_0"]["kernel"])).max() > 0
+    assert (dead_unit_dim(model, v, []), dead_unit_dim(model, v, [0])) == (3, 4)
