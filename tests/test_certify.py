@@ -289,3 +289,10 @@ def test_dead_unit_dim_of_a_one_unit_first_layer():
     v = nsjax.init_params(model, jax.random.key(0))
     assert np.abs(np.asarray(v["params"]["Dense_0"]["kernel"])).max() > 0
     assert (dead_unit_dim(model, v, []), dead_unit_dim(model, v, [0])) == (3, 4)
+
+
+def test_certify_without_a_key_says_which_argument(small_net):
+    # mutmut survivor: the message (upper-cased) was never read back
+    model, v = small_net
+    with pytest.raises(ValueError, match=r"certify needs a PRNG key .*jax\.random\.key\(0\)"):
+        certify(model, v, None, 5)
