@@ -1,6 +1,7 @@
 """Checkpoints: a model's parameters with a JSON descriptor that rebuilds it.
 
-The public face of ``nsjax._checkpoint``: ``import nsjax.checkpoint`` or ``from nsjax.checkpoint import ...``.
+The public face of ``nsjax._checkpoint``:
+``import nsjax.checkpoint`` or ``from nsjax.checkpoint import ...``.
 """
 
 from nsjax._checkpoint import *  # noqa: F403

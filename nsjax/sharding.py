@@ -1,6 +1,7 @@
 """Projection of image batches sharded over devices.
 
-The public face of ``nsjax._sharding``: ``import nsjax.sharding`` or ``from nsjax.sharding import ...``.
+The public face of ``nsjax._sharding``:
+``import nsjax.sharding`` or ``from nsjax.sharding import ...``.
 """
 
 from nsjax._sharding import *  # noqa: F403
