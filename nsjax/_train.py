@@ -45,6 +45,7 @@ import optax
 from flax import nnx
 from flax.training import train_state
 
+from nsjax._model import _NNXApply
 from nsjax._models import CNN, FCNN, NNXCNN, NNXFCNN, init_params, input_shape_of
 
 __all__ = [
@@ -464,14 +465,6 @@ class _LinenParams:
 
 
 @dataclasses.dataclass(frozen=True)
-class _NNXParams:
-    graphdef: Any
-
-    def __call__(self, params, x):
-        return nnx.merge(self.graphdef, params)(x)
-
-
-@dataclasses.dataclass(frozen=True)
 class _ModelParams:
     apply_fn: Callable
     batched: bool
@@ -523,7 +516,7 @@ def _trainable(model, variables, key, x: np.ndarray, config: TrainConfig) -> _Tr
             nnx.update(model, _filled(model, p))
             return model, nnx.state(model)
 
-        return _Trainable(_NNXParams(graphdef), params, finish, lambda p: (model, p),
+        return _Trainable(_NNXApply(graphdef), params, finish, lambda p: (model, p),
                           type(model).__name__)
     m = model if isinstance(model, Model) else as_model(model, params=variables)
     if variables is not None and isinstance(model, Model):
@@ -803,7 +796,7 @@ def _apply_of(model, variables):
         return _LinenVariables(model), variables
     if isinstance(model, nnx.Module):
         graphdef, state = nnx.split(model)
-        return _NNXParams(graphdef), state if variables is None else variables
+        return _NNXApply(graphdef), state if variables is None else variables
     m = model if isinstance(model, Model) else as_model(model, params=variables)
     return _ModelParams(m.apply_fn, m.batched), m.params if variables is None else variables
 
