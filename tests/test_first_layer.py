@@ -113,3 +113,39 @@ def test_generic_linen_model_with_dense_first():
     model = Mlp()
     params = model.init(jax.random.key(0), jnp.zeros((1, 5)))
     assert nsjax.null_space_of(model, params, (5,)).dim == 3
+
+
+class _FlatDense(nn.Module):
+    """Drops the batch axis before its first layer: the Dense sees one ``(n,)`` vector."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2)(nn.relu(nn.Dense(5)(x.reshape(-1))))
+
+
+def test_first_layer_that_sees_an_unbatched_input():
+    # the layer's own input shape is (n,), not (1, n): the null space is still Null(W1) over
+    # the model's input shape, against SciPy's float64 null space of the kernel (n = 12 <=
+    # 784, projector entries agree to ~n * eps32, so 1e-5)
+    model = _FlatDense()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 3, 4)))
+    ns = nsjax.null_space_of(model, variables, (3, 4))
+    # Dense(2) is built first, so the layer on the input is Dense_1
+    kernel = np.asarray(variables["params"]["Dense_1"]["kernel"], np.float64)  # (12, 5)
+    ref = scipy.linalg.null_space(kernel.T)
+    assert (ns.dim, tuple(ns.input_shape)) == (ref.shape[1], (3, 4))
+    np.testing.assert_allclose(ns.projector(), ref @ ref.T, atol=1e-5)
+
+
+class _SkipAdd(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4)(nn.relu(nn.Dense(4)(x))) + x
+
+
+def test_second_reader_message_names_the_model():
+    model = _SkipAdd()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))  # Dense_1 reads x
+    with pytest.raises(ValueError, match=r"the input of _SkipAdd is read not only by its "
+                                         r"first linear map \(Dense_1\)"):
+        nsjax.null_space_of(model, variables, (4,))

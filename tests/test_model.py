@@ -162,3 +162,14 @@ def test_linen_module_with_unseen_conv_layout_falls_back_densely():
     variables = model.init(jax.random.key(0), jnp.zeros((1, 1, 8, 8)))
     ns = nsjax.null_space_of(model, variables, (1, 8, 8))  # no nn.Conv: the traced route
     assert ns.dim == 64 - 36 and ns.input_shape == (1, 8, 8)
+
+
+def test_first_map_with_a_three_dimensional_kernel():
+    # einsum contracting the whole input with a (n, 3, 2) kernel: one dot_general whose
+    # kernel is not a matrix, so the map is materialised (not read as a dense kernel);
+    # its operator is K reshaped to (n, 6), transposed
+    k = jax.random.normal(jax.random.key(3), (10, 3, 2))
+    ns = nsjax.null_space_of(lambda x: jnp.tanh(jnp.einsum("bi,ijk->bjk", x, k)),
+                             input_shape=(10,))
+    _assert_same_space(ns, np.asarray(k).reshape(10, 6).T)
+    assert ns.dim == 4
