@@ -227,7 +227,8 @@ class NullSpace:
         return _unpatchify(self, z).T
 
     def project(self, x: jax.Array, *, check_finite: bool = True,
-                accurate: bool = False, kernel: bool | None = None) -> jax.Array:
+                accurate: bool = False, kernel: bool | None = None,
+                donate: bool = False) -> jax.Array:
         """Orthogonal projection onto the null space: ``x - (x R) R^T``.
 
         Args:
@@ -242,21 +243,26 @@ class NullSpace:
           kernel: ``None`` (default): the fused CPU kernel where it pays
             (:func:`nsjax.uses_cpu_kernel`); ``False``: XLA's matmuls always (for
             comparisons); ``True``: the kernel wherever it can run.
+          donate: the result may take ``x``'s buffer, as ``jax.jit(..., donate_argnums=)``
+            does: ``x`` must not be used afterwards.  Saves a fresh output buffer (on CPU,
+            its page faults).  Inside a ``jit`` this pays when ``x`` is donated to that
+            ``jit`` or is a temporary of it; otherwise XLA copies ``x`` first.
 
         Returns:
           Array of the same shape as ``x``, in ``x``'s dtype promoted with the basis's
           (float16/bfloat16 ``x`` and a float32 null space give float32: rounding the
           result back to 8 or 11 bits would add a row-space error of ``eps(dtype) |x|``).
         """
-        return _apply(self, x, "null", check_finite, accurate, kernel=kernel)
+        return _apply(self, x, "null", check_finite, accurate, kernel=kernel, donate=donate)
 
     def complement(self, x: jax.Array, *, check_finite: bool = True,
-                   accurate: bool = False, kernel: bool | None = None) -> jax.Array:
+                   accurate: bool = False, kernel: bool | None = None,
+                   donate: bool = False) -> jax.Array:
         """Orthogonal projection onto the complement ``N^perp``: ``(x R) R^T``.
 
         Same shapes and checks as :meth:`project`; ``project(x) + complement(x) == x``.
         """
-        return _apply(self, x, "perp", check_finite, accurate, kernel=kernel)
+        return _apply(self, x, "perp", check_finite, accurate, kernel=kernel, donate=donate)
 
     def numerical_rank(self) -> jax.Array:
         """``#{sigma_i > tol}`` as a traced scalar, to validate a static ``rank=`` in jit."""
@@ -312,14 +318,15 @@ def _coefficients(x: jax.Array, row_basis: jax.Array, accurate: bool) -> jax.Arr
     return main + corr
 
 
-@functools.partial(jax.jit, static_argnames=("part", "check", "accurate", "kernel"))
+@functools.partial(jax.jit, static_argnames=("part", "check", "accurate", "kernel", "inplace"))
 def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = True,
-                  accurate: bool = False, kernel: bool = False):
+                  accurate: bool = False, kernel: bool = False, inplace: bool = False):
     """``x``: ``(..., n)``.  One fused call for any batch shape: no Python loop.
 
     ``kernel``: use the fused CPU kernel (:mod:`nsjax._cpu_kernel`; XLA's matmuls on other
     platforms), which projects each tile of rows in cache: one pass over the batch instead
-    of three.  It computes the same finite flag.
+    of three.  It computes the same finite flag.  ``inplace``: the kernel's output aliases
+    ``x`` (:func:`nsjax._cpu_kernel.project_rows`).
 
     The finite check reads the ``(..., r)`` coefficients ``x R``, not ``x``: under IEEE
     arithmetic a NaN/inf anywhere in a row of ``x`` makes every coefficient of that row
@@ -329,7 +336,7 @@ def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = T
     ``benchmarks/projection_60k.py`` on 2 CPU cores).  Rank 0 checks ``x``.
     """
     if kernel:
-        out, finite = _cpu_kernel.project_rows(x, row_basis, part == "null")
+        out, finite = _cpu_kernel.project_rows(x, row_basis, part == "null", inplace)
         return out, (finite if check else jnp.asarray(True))
     coef = _coefficients(x, row_basis, accurate)  # (..., r)
     perp = jnp.matmul(coef, row_basis.T, precision=HIGHEST)  # (..., n)
@@ -339,14 +346,14 @@ def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = T
     return out, jnp.all(jnp.isfinite(coef if row_basis.shape[1] else x))
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("part", "check", "flat", "patched", "accurate", "kernel"))
-def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tuple[int, ...],
-                 patched: bool, accurate: bool, kernel: bool | None = None):
+def _project_impl(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tuple[int, ...],
+                  patched: bool, accurate: bool, kernel: bool | None = None,
+                  inplace: bool = False):
     """Cast, reshape, (un)patchify and project inside one compiled call.
 
     With a stored null basis ``N`` (``dim < rank``) the roles swap: ``project(x) = (x N) N^T``
     and ``complement(x) = x - (x N) N^T`` -- the same kernel with ``part`` flipped.
+    ``inplace``: the row kernel writes into ``x``'s buffer (``x`` is donated).
     """
     dtype = jnp.result_type(x.dtype, ns.row_basis.dtype)
     # Promote first (exact: e.g. float16/bfloat16 -> float32), so that every path -- XLA's
@@ -360,17 +367,28 @@ def _project_any(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tupl
         flip = {"null": "perp", "perp": "null"}[part]
         nb = ns.null_basis.astype(dtype)
         out, finite = _project_flat(nb, x.reshape(flat + (ns.n,)), flip, check, accurate,
-                                    use_kernel(nb))
+                                    use_kernel(nb), inplace)
         return out.reshape(x.shape), finite
     rb = ns.row_basis.astype(dtype)
     if not patched:
         out, finite = _project_flat(rb, x.reshape(flat + (ns.n,)), part, check, accurate,
-                                    use_kernel(rb))
+                                    use_kernel(rb), inplace)
+    elif use_kernel(rb) and _cpu_kernel.supports_patches():
+        # the kernel gathers each tile of patches from the images and scatters the result
+        # back: no transposed copies of x or of the output
+        out, finite = _cpu_kernel.project_patches(x.reshape((-1,) + tuple(ns.input_shape)), rb,
+                                                  ns.patch, part == "null")
+        finite = finite if check else jnp.asarray(True)
     else:
         out, finite = _project_flat(rb, _patchify(ns, x.reshape(-1, ns.n)), part, check,
                                     accurate, use_kernel(rb))
         out = _unpatchify(ns, out)
     return out.reshape(x.shape), finite
+
+
+_STATIC = ("part", "check", "flat", "patched", "accurate", "kernel", "inplace")
+_project_any = jax.jit(_project_impl, static_argnames=_STATIC)
+_project_donated = jax.jit(_project_impl, static_argnames=_STATIC, donate_argnames=("x",))
 
 
 def _kernel_choice(basis: jax.Array, dtype, accurate: bool, kernel: bool | None) -> bool:
@@ -433,19 +451,21 @@ def _unpatchify(ns: NullSpace, x: jax.Array) -> jax.Array:
 
 
 def _apply(ns: NullSpace, x, part: str, check_finite: bool, accurate: bool = False,
-           kernel: bool | None = None) -> jax.Array:
+           kernel: bool | None = None, donate: bool = False) -> jax.Array:
     """``kernel``: ``None`` picks the fused CPU kernel where it applies (float32, plain
     mode, at most ``_cpu_kernel.MAX_COLS`` basis columns) and pays (``worthwhile``: not for
     a wide basis too large for the caches); ``True`` wherever it applies;
-    ``False`` forces XLA's matmuls (the benchmarks time both)."""
+    ``False`` forces XLA's matmuls (the benchmarks time both).  ``donate``: ``x``'s buffer
+    is given to the result (see :meth:`NullSpace.project`)."""
     x = check_float_array(x)
     batch = _flat_shape(ns, x.shape)
     # the host check needs concrete values: x AND the null space (traced when it is an
     # argument of jit/vmap, or built from a traced matrix with a static rank)
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((x, ns)))
     check = bool(check_finite) and not traced
-    out, finite = _project_any(ns, x, part, check, batch, ns.patch is not None, bool(accurate),
-                               kernel)
+    call = _project_donated if donate and not traced else _project_any
+    out, finite = call(ns, x, part, check, batch, ns.patch is not None, bool(accurate),
+                       kernel, bool(donate))
     if check and not bool(finite):
         raise NonFiniteError(f"x holds NaN or inf (shape {x.shape}); expected finite values")
     return out

@@ -330,9 +330,17 @@ def test_patch_null_space_projection_agrees():
         padding="VALID")
     assert ns.patch == (4, 4)
     x = _x((17, 32, 32, 3))
-    fused = ns.project(x)
-    xla = _nullspace._apply(ns, x, "null", True, kernel=False)
-    np.testing.assert_allclose(np.asarray(fused), np.asarray(xla), rtol=0, atol=_tol(x))
+    for method, part in ((ns.project, "null"), (ns.complement, "perp")):
+        fused = method(x)
+        xla = _nullspace._apply(ns, x, part, True, kernel=False)
+        np.testing.assert_allclose(np.asarray(fused), np.asarray(xla), rtol=0, atol=_tol(x))
+        if K.supports_patches():  # dispatched to the patch-layout entry: the same bits
+            direct, _ = K.project_patches(x, ns.row_basis, ns.patch, part == "null")
+            np.testing.assert_array_equal(np.asarray(fused), np.asarray(direct))
+        one = method(x[3])  # one image, no batch axis
+        np.testing.assert_array_equal(np.asarray(one), np.asarray(fused[3]))
+    with pytest.raises(nsjax.NonFiniteError):
+        ns.project(x.at[16, 31, 31, 2].set(np.inf))
 
 
 def test_environment_switch_turns_the_kernel_off():
@@ -526,3 +534,24 @@ def test_patch_layout_kernel_matches_float64(shape, patch, cout):
     g = jax.grad(lambda x: K.project_patches(x, basis, patch, True)[0].sum())(x)
     g_ref = jax.grad(lambda x: K.project_patches_xla(x, basis, patch, True).sum())(x)
     np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-5)
+
+
+def test_donated_input_gives_its_buffer_to_the_result():
+    # donate=True: the same values as without (same kernel, same arithmetic: bit-equal),
+    # and x's buffer is consumed (deleted) by an eager call
+    ns = nsjax.null_space(jax.random.normal(jax.random.key(0), (6, 40)))
+    x = _x((300, 40), seed=5)
+    for method in (ns.project, ns.complement):
+        ref = np.asarray(method(x))
+        xd = x + 0.0
+        out = method(xd, donate=True)
+        assert xd.is_deleted()
+        np.testing.assert_array_equal(np.asarray(out), ref)
+        # inside the caller's jit, with and without donating x to it: same values
+        for donate_argnums in ((0,), ()):
+            f = jax.jit(lambda v, m=method: m(v, donate=True), donate_argnums=donate_argnums)
+            np.testing.assert_array_equal(np.asarray(f(x + 0.0)), ref)
+    if K.available():  # the row kernel declares the alias: its output IS x's buffer
+        xd = x + 0.0
+        ptr = xd.unsafe_buffer_pointer()
+        assert ns.project(xd, donate=True).unsafe_buffer_pointer() == ptr
