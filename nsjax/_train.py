@@ -107,6 +107,9 @@ class TrainConfig:
       grad_clip: global-norm gradient clipping (``None``: none).
       alpha: rescaled-copy factor: train on the originals AND ``alpha * images``
         (paper: 0.2).  ``None`` or 0 disables the augmentation.
+      copy_weight: weight of the rescaled copies' cross-entropy relative to the originals'
+        (1: the paper's plain mean over both).  Below 1 the net fits the originals harder
+        than the copies, which sets the gap between their confidences.
       init: ``"default"`` (Flax's LeCun-normal kernels, zero biases) or ``"centered"``
         (FCNN only): the first layer's bias is ``b1 = -mean_image @ W1``, so the mean
         training image maps to pre-activation 0.  Inputs in ``[-1, 1]`` have a large
@@ -128,6 +131,7 @@ class TrainConfig:
     max_norm: float | None = None
     grad_clip: float | None = None
     alpha: float | None = 0.2
+    copy_weight: float = 1.0
     init: str = "default"
     seed: int = 0
 
@@ -154,6 +158,8 @@ class TrainConfig:
             raise ValueError(f"max_norm must be > 0 or None, got {self.max_norm!r}")
         if self.alpha is not None and not (0 <= self.alpha <= 1):
             raise ValueError(f"alpha must be in [0, 1] (or None), got {self.alpha!r}")
+        if not (self.copy_weight > 0 and math.isfinite(self.copy_weight)):
+            raise ValueError(f"copy_weight must be finite and > 0, got {self.copy_weight!r}")
 
     @property
     def uses_rescaled(self) -> bool:
@@ -402,16 +408,17 @@ def create_train_state(model: nn.Module, key: jax.Array, tx: optax.GradientTrans
                                          params=variables["params"], tx=tx)
 
 
-def _loss_and_logits(params, apply_fn, images, labels):
+def _loss_and_logits(params, apply_fn, images, labels, weights=None):
     logits = apply_fn(params, images)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    loss = (ce if weights is None else ce * weights).mean()
     return loss, logits
 
 
 def _train_step(state: train_state.TrainState, batch):
-    images, labels = batch
+    images, labels, *weights = batch
     grad_fn = jax.value_and_grad(_loss_and_logits, has_aux=True)
-    (loss, logits), grads = grad_fn(state.params, state.apply_fn, images, labels)
+    (loss, logits), grads = grad_fn(state.params, state.apply_fn, images, labels, *weights)
     state = state.apply_gradients(grads=grads)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return state, {"loss": loss, "accuracy": accuracy}
@@ -420,19 +427,24 @@ def _train_step(state: train_state.TrainState, batch):
 train_step = jax.jit(_train_step)
 train_step.__doc__ = """One optax step: ``(state, (images, labels)) -> (state, metrics)``.
 
-``metrics = {"loss", "accuracy"}``.
+``metrics = {"loss", "accuracy"}``.  ``batch`` may carry a third array, ``(B,)`` per-example
+loss weights.
 
-Softmax cross-entropy on integer labels, averaged over the batch; the metrics are those of
+Softmax cross-entropy on integer labels (times the weights), averaged over the batch; the
+metrics are those of
 the batch before the update.  Jitted; ``state.apply_fn(params, images)`` is static (part of
 the pytree's metadata)."""
 
 
-@partial(jax.jit, static_argnames=("batch_size", "alpha"), donate_argnames=("state",))
-def _train_epoch(state, images, labels, key, *, batch_size: int, alpha: float | None):
+@partial(jax.jit, static_argnames=("batch_size", "alpha", "copy_weight"),
+         donate_argnames=("state",))
+def _train_epoch(state, images, labels, key, *, batch_size: int, alpha: float | None,
+                 copy_weight: float = 1.0):
     """One epoch as one XLA computation: permute, ``scan`` :func:`train_step` over batches.
 
     With ``alpha``, the epoch covers ``2N`` virtual examples: index ``i < N`` is
-    ``images[i]``, index ``N + i`` is ``alpha * images[i]`` (no augmented copy is stored).
+    ``images[i]``, index ``N + i`` is ``alpha * images[i]`` (no augmented copy is stored),
+    whose loss is weighted by ``copy_weight`` (1: unweighted).
     """
     n = images.shape[0]
     total = 2 * n if alpha else n
@@ -445,6 +457,9 @@ def _train_epoch(state, images, labels, key, *, batch_size: int, alpha: float | 
         if alpha:
             scale = jnp.where(idx >= n, jnp.float32(alpha), jnp.float32(1.0))
             x = x * scale.reshape((-1,) + (1,) * (x.ndim - 1))
+            if copy_weight != 1.0:
+                w = jnp.where(idx >= n, jnp.float32(copy_weight), jnp.float32(1.0))
+                return _train_step(st, (x, labels[src], w))
         return _train_step(st, (x, labels[src]))
 
     state, metrics = jax.lax.scan(body, state, perm)
@@ -739,7 +754,8 @@ class _Loop:
         try:
             for epoch in range(start, config.epochs):
                 state, m = _train_epoch(state, xd, yd, jax.random.fold_in(self.data_key, epoch),
-                                        batch_size=config.batch_size, alpha=alpha)
+                                        batch_size=config.batch_size, alpha=alpha,
+                                        copy_weight=float(config.copy_weight))
                 rec = {"epoch": epoch + 1, "loss": float(m["loss"]),
                        "accuracy": float(m["accuracy"]),
                        "learning_rate": float(lr_fn((epoch + 1) * self.steps_per_epoch - 1))}

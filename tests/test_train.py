@@ -219,3 +219,45 @@ def test_cli_train_writes_checkpoint_and_metrics(tmp_path, capsys):
     model, variables, meta = _checkpoint.restore(out / "checkpoint")
     assert model == nsjax.FCNN(ARCH) and meta["metrics"]["null_space_dim"] == 752
     assert TrainConfig.from_dict(meta["config"]).batch_size == 50
+
+
+def test_copy_weight_weights_the_rescaled_copies_loss():
+    # train_step with per-example weights: its loss against a float64 NumPy cross-entropy
+    # (float32 logits of O(1): agreement to ~1e-6), its gradient against jax.grad of the
+    # weighted mean written out by hand; weights of 1 give exactly the unweighted step
+    model = nsjax.FCNN((12, 6, 3))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(-1, 1, (8, 12)), jnp.float32)
+    y = jnp.asarray(np.arange(8) % 3, jnp.int32)
+    w = jnp.asarray([1, 1, 1, 1, 0.25, 0.25, 0.25, 0.25], jnp.float32)
+    cfg = TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, optimizer="sgd", momentum=0.0)
+    state = create_train_state(model, jax.random.key(0), make_optimizer(cfg, 1))
+    logits = np.asarray(model.apply({"params": state.params}, x), np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -logp[np.arange(8), np.asarray(y)]
+    _, m = train_step(state, (x, y, w))
+    assert abs(float(m["loss"]) - float(np.mean(ce * np.asarray(w)))) <= 1e-6
+
+    def by_hand(p):
+        lg = model.apply({"params": p}, x)
+        return jnp.mean(w * -jnp.take_along_axis(jax.nn.log_softmax(lg), y[:, None], 1)[:, 0])
+
+    g = jax.grad(by_hand)(state.params)
+    s1, _ = train_step(state, (x, y, w))
+    s0, _ = train_step(state, (x, y, jnp.ones(8)))
+    s_plain, _ = train_step(state, (x, y))
+    assert _leaves_equal(s0.params, s_plain.params)
+    # SGD without momentum: params move along -g; the weighted step differs from the plain one
+    # (the step is read back as a float32 difference p1 - p0: rounding of 2 eps32 |p|)
+    for p1, p0, gk in zip(jax.tree.leaves(s1.params), jax.tree.leaves(state.params),
+                          jax.tree.leaves(g), strict=True):
+        dk = np.asarray(p1, np.float64) - np.asarray(p0, np.float64)
+        gk = np.asarray(gk, np.float64)
+        if np.abs(gk).max() > 0:
+            ratio = (dk * gk).sum() / (gk * gk).sum()  # -lr, the same for every leaf
+            assert ratio < 0
+            np.testing.assert_allclose(dk, ratio * gk,
+                                       atol=4 * 2.0**-24 * np.abs(np.asarray(p1)).max())
+    assert not _leaves_equal(s1.params, s_plain.params)
+    with pytest.raises(ValueError, match="copy_weight must be finite and > 0"):
+        TrainConfig(copy_weight=0.0)
