@@ -1,5 +1,3 @@
-import sys
+from nsjax.cli import console
 
-from nsjax.cli import main
-
-sys.exit(main())
+console()

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization
 
+from nsjax import _interrupt
 from nsjax._models import CUSTOM, from_spec, input_shape_of, spec
 
 __all__ = ["save", "restore", "Restored", "CheckpointError", "STATE_DIR", "META_FILE",
@@ -284,7 +285,8 @@ def save(directory: str | os.PathLike, model, variables=None, *, opt_state=None,
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
     try:
-        _checkpointer().save(tmp / STATE_DIR, args=ocp.args.StandardSave(item))
+        with _interrupt.deferred():  # Ctrl-C mid-write leaves orbax's threads running
+            _checkpointer().save(tmp / STATE_DIR, args=ocp.args.StandardSave(item))
         _fsync_tree(tmp / STATE_DIR)
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "model": model_spec,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from nsjax import _cli_beyond, _cli_conv, _cli_train
+from nsjax import _cli_beyond, _cli_conv, _cli_train, _interrupt
 from nsjax._cli_args import shape
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "console", "build_parser"]
 
 _DATASETS = ("mnist", "fashion_mnist", "emnist_balanced", "cifar10")
 
@@ -137,12 +138,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``nsjax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    """Run ``nsjax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Ctrl-C ends the run with one line and exit code 130, once the computations in flight
+    have finished (:mod:`nsjax._interrupt`).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with _interrupt.sigint_guard() as guard:
+        try:
+            try:
+                return _run(args)
+            except KeyboardInterrupt:
+                guard.acknowledge()
+        except KeyboardInterrupt:  # delivered again before the first was acknowledged
+            guard.acknowledge()
+    _interrupt.settle()  # exiting under a running XLA computation can crash
+    print(f"nsjax {args.command}: interrupted", file=sys.stderr)
+    return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``args.func(args)``, with a missing dataset reported as not run and bad input as a
+    one-line error (exit 2)."""
     from nsjax import _data
     from nsjax.experiments import not_run
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except _data.DatasetNotFoundError as err:
@@ -156,10 +177,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"nsjax {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"nsjax {args.command}: interrupted", file=sys.stderr)
-        return 130
+
+
+def console(argv: list[str] | None = None) -> None:
+    """The ``nsjax`` console script (and the scripts' entry): :func:`main`, then exit.
+
+    After Ctrl-C the process ends with ``os._exit(130)``: the interpreter's shutdown would
+    free JAX's and orbax's native threads while they may still be in use (a segmentation
+    fault after the "interrupted" line); every file nsjax writes is committed atomically,
+    so nothing is lost by skipping it.
+    """
+    code = main(argv)
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -6,7 +6,7 @@ OUT/figures/.
 
 import sys
 
-from nsjax.cli import main
+from nsjax.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main(["certify", *sys.argv[1:]]))
+    console(["certify", *sys.argv[1:]])

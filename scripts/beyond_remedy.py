@@ -6,7 +6,7 @@ OUT/figures/.
 
 import sys
 
-from nsjax.cli import main
+from nsjax.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main(["remedy", *sys.argv[1:]]))
+    console(["remedy", *sys.argv[1:]])

@@ -8,7 +8,7 @@ Same flags as ``nsjax cnn-stego`` (:func:`nsjax.experiments.run_cnn_stego`).
 
 import sys
 
-from nsjax.cli import main
+from nsjax.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main(["cnn-stego", *sys.argv[1:]]))
+    console(["cnn-stego", *sys.argv[1:]])

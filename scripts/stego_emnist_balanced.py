@@ -8,8 +8,8 @@ Same flags as ``nsjax stego``; a dataset that is not present is reported as not 
 
 import sys
 
-from nsjax.cli import main
+from nsjax.cli import console
 
 if __name__ == "__main__":
     args = ["stego", "--dataset", "emnist_balanced", "--out", "results/emnist_balanced"]
-    sys.exit(main([*args, *sys.argv[1:]]))
+    console([*args, *sys.argv[1:]])

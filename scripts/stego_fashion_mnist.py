@@ -8,9 +8,9 @@ Same flags as ``nsjax stego``; a dataset that is not present is reported as not 
 
 import sys
 
-from nsjax.cli import main
+from nsjax.cli import console
 
 if __name__ == "__main__":
     args = ["stego", "--dataset", "fashion_mnist", "--out", "results/fashion_mnist",
             "--cover-dataset", "mnist"]
-    sys.exit(main([*args, *sys.argv[1:]]))
+    console([*args, *sys.argv[1:]])

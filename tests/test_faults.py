@@ -180,20 +180,3 @@ def test_train_refuses_to_replace_another_training(tmp_path):
         train_and_evaluate("mnist", config=cfg, source="embedded", out_dir=tmp_path / "run",
                            limit=100, progress=False)
     assert os.listdir(tmp_path / "run") == ["checkpoint"]  # nothing written
-
-
-def test_ctrl_c_ends_a_cli_run_with_one_line_and_exit_130(tmp_path):
-    import signal
-    import time
-
-    proc = subprocess.Popen([sys.executable, "-m", "nsjax", "demo", "--out", str(tmp_path),
-                             "--epochs", "50"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    line = ""
-    while "training net-a" not in line and time.monotonic() < deadline:
-        line = proc.stdout.readline()  # wait until the run is busy training
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == "nsjax demo: interrupted"
