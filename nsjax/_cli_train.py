@@ -24,6 +24,7 @@ def config_from_args(args: argparse.Namespace):
         "decay_mask": args.decay_mask, "seed": args.seed,
         "max_norm": None if args.max_norm is None else (args.max_norm or None),
         "alpha": None if args.alpha is None else (args.alpha or None),
+        "copy_weight": args.copy_weight,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     # 0 given for max_norm / alpha means "off": keep it as an explicit None
@@ -99,6 +100,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=None,
                    help="also train on images rescaled by alpha; 0 disables "
                    f"({rec}: {d.alpha})")
+    p.add_argument("--copy-weight", type=float, default=None,
+                   help="loss weight of the rescaled copies relative to the originals "
+                   f"({rec}: {d.copy_weight})")
     p.add_argument("--seed", type=int, default=None, help=f"({rec}: {d.seed})")
     p.add_argument("--data-dir", default=None, help="dataset directory (default: see nsjax "
                    "data loading, e.g. NSJAX_DATA_DIR)")

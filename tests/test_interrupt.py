@@ -11,6 +11,15 @@ import pytest
 from nsjax import _interrupt
 
 
+@pytest.fixture(autouse=True)
+def default_sigint():
+    """Python's own SIGINT handler for the in-process tests (a pytest-xdist worker ignores
+    SIGINT), restored after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def test_deferred_block_is_not_cut_and_the_interrupt_follows_it():
     done = []
     with pytest.raises(KeyboardInterrupt):

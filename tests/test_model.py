@@ -169,7 +169,7 @@ def test_first_map_with_a_three_dimensional_kernel():
     # kernel is not a matrix, so the map is materialised (not read as a dense kernel);
     # its operator is K reshaped to (n, 6), transposed
     k = jax.random.normal(jax.random.key(3), (10, 3, 2))
-    ns = nsjax.null_space_of(lambda x: jnp.tanh(jnp.einsum("bi,ijk->bjk", x, k)),
-                             input_shape=(10,))
+    ns = nsjax.null_space_of(lambda x: jnp.tanh(jnp.einsum("i,ijk->jk", x, k)),
+                             input_shape=(10,))  # a callable of one example (batched=False)
     _assert_same_space(ns, np.asarray(k).reshape(10, 6).T)
     assert ns.dim == 4

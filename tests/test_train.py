@@ -198,6 +198,7 @@ def test_cli_flags_override_the_dataset_recipe():
     assert c.max_norm == 1.5 and c.alpha is None and c.learning_rate == 0.01
     assert cfg("--dataset", "fashion_mnist", "--max-norm", "0").max_norm is None
     assert cfg("--epochs", "7", "--seed", "2").replace(epochs=100, seed=0) == TrainConfig()
+    assert cfg("--copy-weight", "0.4").copy_weight == 0.4 and cfg().copy_weight == 1.0
 
 
 @needs_mnist
