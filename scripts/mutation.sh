@@ -140,6 +140,9 @@ for mod in "${MODULES[@]}"; do
     suffix=$("$BIN/python" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
     cp "$WORK/.so/$key.so" "$snap/nsjax/_project_cpu$suffix"
   fi
+  # the tests' child processes run from tests/ (test_cpu_kernel, test_faults, ...): mutmut's
+  # trampolines there read their configuration from the working directory
+  printf '[mutmut]\nsource_paths = ../nsjax\n' > "$snap/tests/setup.cfg"
   cat >> "$snap/pyproject.toml" <<EOF
 
 [tool.mutmut]
