@@ -483,9 +483,10 @@ def test_huge_page_advice_on_or_off_gives_the_same_bits_between_allocations(reco
     f = jax.jit(lambda x: K.project_rows(x, b, True)[0])
     first = None
     faults = {}
+    previous = []
     try:
         for on in (True, False, True):
-            K.set_hugepages(on)
+            previous.append(K.set_hugepages(on))
             junk = [np.ones(1_000_000 * (k + 1), np.float32) for k in range(3)]
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             out = np.asarray(f(x))
@@ -497,6 +498,7 @@ def test_huge_page_advice_on_or_off_gives_the_same_bits_between_allocations(reco
             np.testing.assert_array_equal(out, first)  # the advice changes no arithmetic
     finally:
         K.set_hugepages(True)
+    assert previous == [True, True, False]  # each call returns the setting it replaced
     record_property("minor_faults_per_call", faults)  # informative only: no assertion
 
 
@@ -529,6 +531,8 @@ def test_patch_layout_kernel_matches_float64(shape, patch, cout):
             .transpose(0, 1, 3, 2, 4, 5).reshape(shape))
     bad = x.at[0, h - 1, w - 1, c - 1].set(np.nan)
     assert not bool(K.project_patches(bad, basis, patch, True)[1])
+    with pytest.raises(ValueError, match="expected float32 images"):  # (B, H, W): no C axis
+        K.project_patches(x[..., 0], basis, patch, True)
     if d > 100:
         return
     g = jax.grad(lambda x: K.project_patches(x, basis, patch, True)[0].sum())(x)
