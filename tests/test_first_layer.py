@@ -149,3 +149,59 @@ def test_second_reader_message_names_the_model():
     with pytest.raises(ValueError, match=r"the input of _SkipAdd is read not only by its "
                                          r"first linear map \(Dense_1\)"):
         nsjax.null_space_of(model, variables, (4,))
+
+
+def test_linen_route_itself_gives_the_kernel_null_space():
+    # the Linen route alone (null_space_of falls back to the traced route when it raises a
+    # ValueError, which would hide a broken Linen route): Null(W1) against SciPy
+    from nsjax._first_layer import _linen_null_space
+
+    model = nsjax.FCNN((20, 6, 3))
+    variables = nsjax.init_params(model, jax.random.key(0))
+    ns = _linen_null_space(model, variables, (20,), None, 0.0)
+    ref = scipy.linalg.null_space(np.asarray(variables["params"]["Dense_0"]["kernel"],
+                                             np.float64).T)
+    assert ns.dim == ref.shape[1] == 14
+    np.testing.assert_allclose(ns.projector(), ref @ ref.T, atol=1e-5)
+
+
+def test_first_layer_inside_a_custom_jvp_function_is_found():
+    # custom_jvp_call keeps its body in the "call_jaxpr" parameter (pjit: "jaxpr")
+    w = jax.random.normal(jax.random.key(1), (12, 4))
+
+    @jax.custom_jvp
+    def layer(x):
+        return jnp.tanh(x @ w)
+
+    @layer.defjvp
+    def _layer_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        y = layer(x)
+        return y, (1 - y * y) * (t @ w)
+
+    ns = nsjax.null_space_of(layer, input_shape=(12,))
+    ref = scipy.linalg.null_space(np.asarray(w, np.float64).T)
+    assert ns.dim == ref.shape[1] == 8
+    np.testing.assert_allclose(ns.projector(), ref @ ref.T, atol=1e-5)
+
+
+def test_messages_name_where_and_how_many_other_readers():
+    w = jnp.ones((10, 3))
+
+    def squared_first(x):
+        with jax.named_scope("square"):
+            y = x * x
+        return y @ w
+
+    with pytest.raises(ValueError, match=r"mul \(multiplies the input by itself\) in square"):
+        nsjax.null_space_of(squared_first, input_shape=(10,))
+    def readers(k):  # the first layer and k more readers of the input (x[i])
+        return lambda x: jnp.tanh(x @ w).sum() + sum(x[i] for i in range(k))
+
+    with pytest.raises(ValueError, match=r"but also by: .* and 1 more"):
+        nsjax.null_space_of(readers(5), input_shape=(10,))  # four listed, one counted
+    with pytest.raises(ValueError, match="read not only") as err:
+        nsjax.null_space_of(readers(4), input_shape=(10,))
+    assert "more" not in str(err.value)
+    with pytest.raises(ValueError, match=r"could not trace .* input of shape \(10,\)"):
+        nsjax.null_space_of(lambda x: x.reshape(7, -1) @ w, input_shape=(10,))
