@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.sparse
 
 import nsjax
 from nsjax._conv import (
@@ -485,3 +486,56 @@ def test_patch_route_decides_the_rank_with_the_patch_matrix_tolerance():
         return p.reshape(4, 1024, 4) @ k64
 
     assert np.abs(conv64(ns.project(x))).max() <= 1e-5 * np.abs(conv64(x)).max()
+
+
+def test_augmented_singular_values_match_a_dense_svd():
+    # the large-operator route: singular values of a banded sparse matrix from the banded
+    # eigenvalues of [[0, A], [A^T, 0]] -- values AND descending order against LAPACK's
+    # dense SVD; both are backward stable, so they agree to ~eps64 sigma_max (1e-12 allows
+    # ~4500 eps64)
+    from nsjax._conv import _augmented_singular_values
+
+    rng = np.random.default_rng(3)
+    m, n = 120, 90
+    dense = np.zeros((m, n))
+    for d in range(-2, 3):
+        i = np.arange(max(0, -d), min(m, n - d))
+        dense[i, i + d] = rng.standard_normal(i.size)
+    got = _augmented_singular_values(scipy.sparse.csr_matrix(dense))
+    ref = np.linalg.svd(dense, compute_uv=False)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * ref[0])
+
+
+def test_given_rank_routes_on_a_conv_that_leaves_pixels_unread(monkeypatch):
+    # 3x3 stride 2 on 8x8: the last row and column are never read (49 of 64 pixels); 8
+    # kernels give 72 outputs, so the operator has rank 49 (full on the read pixels).
+    # References: the dense float64 operator (conv_matrix) and NumPy's SVD of it.
+    import nsjax._conv as conv
+
+    k = _flax_kernel(5, (3, 3, 1, 8))
+    shape = (8, 8, 1)
+    a = conv_matrix(k, shape, strides=2)
+    _, s_ref, vt_ref = np.linalg.svd(a)
+    assert int(np.sum(s_ref > max(a.shape) * EPS32 * s_ref[0])) == 49
+    # below full rank: the basis is the top right singular vectors, zero on unread pixels
+    # (sigma_48 / sigma_49 of this kernel is far from 1: the subspace is well conditioned)
+    ns = conv_null_space(k, shape, strides=2, rank=48)
+    ref = vt_ref[:48].T
+    assert ns.dim == 64 - 48
+    np.testing.assert_allclose(np.asarray(ns.row_basis, np.float64) @ np.asarray(ns.row_basis,
+                               np.float64).T, ref @ ref.T, atol=1e-5)
+    # full rank on the read pixels, through the banded route for large operators
+    monkeypatch.setattr(conv, "_SMALL_DENSE", 0)
+    full = conv_null_space(k, shape, strides=2, rank=49)
+    assert full.dim == 15
+    np.testing.assert_allclose(np.asarray(full.singular_values, np.float64), s_ref,
+                               rtol=0, atol=1e-6 * s_ref[0])
+
+
+def test_a_conv_reading_one_pixel():
+    # 1x1 image, 1x1 kernel with two output channels: rank 1, nothing null (one covered
+    # pixel is not "nothing covered")
+    k = np.array([[[[0.5, -2.0]]]], np.float32)
+    ns = conv_null_space(k, (1, 1, 1))
+    assert (ns.rank, ns.dim) == (1, 0)
