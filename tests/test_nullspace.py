@@ -358,3 +358,43 @@ def test_lapack_threads_caps_and_restores(monkeypatch):
     with blas.lapack_threads():
         assert all(v == 1 for v in blas.openblas_threads().values())
     assert blas.openblas_threads() == before
+
+
+def test_patch_null_space_projects_and_completes_like_the_dense_operator():
+    # a 4x4 stride-4 conv on 8x12x2 (a patch embedding: block-diagonal operator); reference:
+    # the dense float64 operator and SciPy's null space of it.  Float32 bases: projector
+    # entries to ~n eps32 (n = 192), so 1e-5.
+    from nsjax._conv import conv_matrix
+
+    k = np.random.default_rng(4).standard_normal((4, 4, 2, 5)).astype(np.float32)
+    ns = nsjax.conv_null_space(k, (8, 12, 2), strides=4)
+    assert ns.patch == (4, 4)
+    a = conv_matrix(k, (8, 12, 2), strides=4)
+    ref = scipy.linalg.null_space(a)
+    assert ns.dim == ref.shape[1] == 192 - 6 * 5
+    p_ref = ref @ ref.T
+    x = np.random.default_rng(5).uniform(-1, 1, (3, 8, 12, 2)).astype(np.float32)
+    xf = x.reshape(3, -1).astype(np.float64)
+    for kernel in (None, False):  # the CPU kernel's patch entry and XLA's matmuls
+        got = np.asarray(ns.project(x, kernel=kernel), np.float64).reshape(3, -1)
+        np.testing.assert_allclose(got, xf @ p_ref, atol=1e-5)
+        perp = np.asarray(ns.complement(x, kernel=kernel), np.float64).reshape(3, -1)
+        np.testing.assert_allclose(perp, xf - xf @ p_ref, atol=1e-5)
+    basis = np.asarray(ns.basis(), np.float64)  # (n, dim), built patch by patch
+    assert basis.shape == (192, ns.dim)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(ns.dim), atol=1e-5)
+    np.testing.assert_allclose(basis @ basis.T, p_ref, atol=1e-5)
+
+
+def test_singular_values_and_the_kernel_decision():
+    from nsjax import _cpu_kernel
+
+    a = np.random.default_rng(6).standard_normal((32, 784)).astype(np.float32)
+    s = np.asarray(nsjax.singular_values(a), np.float64)
+    ref = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    # a float64 SVD of the float32 matrix, rounded to float32: ~eps32 relative
+    np.testing.assert_allclose(s, ref, rtol=2 * float(np.finfo(np.float32).eps))
+    ns = nsjax.null_space(a)
+    # the paper's first-layer shape: the fused kernel projects whenever this build has it
+    assert nsjax.uses_cpu_kernel(ns) == _cpu_kernel.available()
+    assert not nsjax.uses_cpu_kernel(ns, kernel=False)
