@@ -108,8 +108,9 @@ class TrainConfig:
       alpha: rescaled-copy factor: train on the originals AND ``alpha * images``
         (paper: 0.2).  ``None`` or 0 disables the augmentation.
       copy_weight: weight of the rescaled copies' cross-entropy relative to the originals'
-        (1: the paper's plain mean over both).  Below 1 the net fits the originals harder
-        than the copies, which sets the gap between their confidences.
+        (1: the paper's plain mean over both).  Below 1 the copies count less in the loss,
+        which widens the gap between the originals' and the copies' confidences (and
+        lowers both: ``docs/results/training.md``).
       init: ``"default"`` (Flax's LeCun-normal kernels, zero biases) or ``"centered"``
         (FCNN only): the first layer's bias is ``b1 = -mean_image @ W1``, so the mean
         training image maps to pre-activation 0.  Inputs in ``[-1, 1]`` have a large
@@ -431,9 +432,8 @@ train_step.__doc__ = """One optax step: ``(state, (images, labels)) -> (state, m
 loss weights.
 
 Softmax cross-entropy on integer labels (times the weights), averaged over the batch; the
-metrics are those of
-the batch before the update.  Jitted; ``state.apply_fn(params, images)`` is static (part of
-the pytree's metadata)."""
+metrics are those of the batch before the update.  Jitted; ``state.apply_fn(params,
+images)`` is static (part of the pytree's metadata)."""
 
 
 @partial(jax.jit, static_argnames=("batch_size", "alpha", "copy_weight"),
