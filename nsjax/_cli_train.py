@@ -64,10 +64,6 @@ def _log(line: str) -> None:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``nsjax train`` on an ``argparse`` subparsers object; returns the parser."""
-    from nsjax._train import TrainConfig
-
-    d = TrainConfig()
-    rec = "default: the recipe for --dataset, nsjax._train.recipe()"
     p = subparsers.add_parser(
         "train", help="train the paper's FCNN on a dataset and save a checkpoint",
         description="Train an FCNN on a dataset's training images scaled to [-1, 1] plus copies "
@@ -80,6 +76,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mnist", help="dataset name (default: %(default)s)")
     p.add_argument("--arch", default=DEFAULT_ARCH, help="layer sizes (default: %(default)s)")
     p.add_argument("--activation", default="relu", choices=["relu", "sigmoid"])
+    _add_recipe_flags(p)
+    p.add_argument("--data-dir", default=None, help="dataset directory (default: see nsjax "
+                   "data loading, e.g. NSJAX_DATA_DIR)")
+    p.add_argument("--source", default="auto", help="data source for nsjax._data.load "
+                   "(default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N images of each split (quick runs)")
+    p.add_argument("--out", required=True, help="output directory (checkpoint + metrics.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train from the start, replacing the checkpoint in OUT/checkpoint "
+                   "(of this or another training)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint, an error if there is none (without "
+                   "it a run still resumes a checkpoint of the same training, e.g. after "
+                   "being killed)")
+    p.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
+                   help="save params, optimizer state and epoch to OUT/checkpoint every N "
+                   "epochs while training (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=_cmd_train)
+    return p
+
+
+def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
+    """The training hyper-parameter flags; unset ones take the dataset's recipe."""
+    from nsjax._train import TrainConfig
+
+    d = TrainConfig()
+    rec = "default: the recipe for --dataset, nsjax._train.recipe()"
     p.add_argument("--epochs", type=int, default=None, help=f"({rec}: {d.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"({rec}: {d.batch_size})")
     p.add_argument("--lr", type=float, default=None,
@@ -104,24 +130,3 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="loss weight of the rescaled copies relative to the originals "
                    f"({rec}: {d.copy_weight})")
     p.add_argument("--seed", type=int, default=None, help=f"({rec}: {d.seed})")
-    p.add_argument("--data-dir", default=None, help="dataset directory (default: see nsjax "
-                   "data loading, e.g. NSJAX_DATA_DIR)")
-    p.add_argument("--source", default="auto", help="data source for nsjax._data.load "
-                   "(default: %(default)s)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only the first N images of each split (quick runs)")
-    p.add_argument("--out", required=True, help="output directory (checkpoint + metrics.json)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="train from the start, replacing the checkpoint in OUT/checkpoint "
-                   "(of this or another training)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint, an error if there is none (without "
-                   "it a run still resumes a checkpoint of the same training, e.g. after "
-                   "being killed)")
-    p.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
-                   help="save params, optimizer state and epoch to OUT/checkpoint every N "
-                   "epochs while training (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.set_defaults(func=_cmd_train)
-    return p
