@@ -559,3 +559,22 @@ def test_donated_input_gives_its_buffer_to_the_result():
         xd = x + 0.0
         ptr = xd.unsafe_buffer_pointer()
         assert ns.project(xd, donate=True).unsafe_buffer_pointer() == ptr
+
+
+@needs_kernel
+def test_inplace_declares_the_output_alias_and_the_build_has_the_patch_entry():
+    # the alias is what lets XLA write the result into a donated x without a copy: it must
+    # be in the lowered custom call with inplace=True (and through ns.project's donate=True),
+    # and absent otherwise.  Both entries are built from one source: the patch entry is
+    # there whenever the kernel is.
+    b = _basis(40, 6)
+    x = _x((30, 40))
+    alias = "output_operand_alias"
+    for inplace in (True, False):
+        text = jax.jit(lambda x: K.project_rows(x, b, True, inplace=inplace)[0]).lower(x)
+        assert (alias in text.as_text()) == inplace
+    ns = nsjax.null_space(jnp.asarray(b).T)
+    for donate in (True, False):
+        text = jax.jit(lambda x: ns.project(x, donate=donate)).lower(x).as_text()
+        assert (alias in text) == donate
+    assert K.supports_patches()
