@@ -140,6 +140,10 @@ def test_train_paper_table_with_a_missing_dataset(tmp_path):
     assert "not_run" in res["fashion_mnist"] and res["mnist"]["null_space_dim"] == 752
     md = (tmp_path / "out" / "results.md").read_text()
     assert "Not run" in md and "| quantity | measured on | paper | ours | verdict | where |" in md
+    # the paper's set (5,000 per class) is measured, not n/a: the sample has < 5,000 per class
+    ps = res["mnist"]["paper_set"]
+    assert ps["n"] == sum(ps["per_class"]) == res["mnist"]["filtered_train"]["n"] > 0
+    assert f"| 50,000 | {ps['n']:,} |" in md
 
 
 def test_cnn_stego_null_dims_and_same_padding(tmp_path):

@@ -26,7 +26,7 @@ from nsjax.experiments._common import (
     pct,
     prepare_out,
 )
-from nsjax.experiments._pipeline import filtered_set
+from nsjax.experiments._pipeline import filtered_set, paper_subset
 
 __all__ = ["train_and_evaluate", "run_train_paper", "paper_training_table", "DEFAULT_ARCH"]
 
@@ -159,6 +159,8 @@ def _metrics(model, variables, config, tr, te) -> dict:
         "train": _train.evaluate(model, variables, tr.images, tr.labels, alpha=alpha),
         "test": _train.evaluate(model, variables, te.images, te.labels, alpha=alpha),
         "filtered_train": {k: v for k, v in kept.items() if k != "mask"},
+        "paper_set": {k: v for k, v in paper_subset(kept["mask"], tr.labels).items()
+                      if k != "mask"},
         "null_space_dim": int(ns.dim),
         "rank": int(ns.rank),
         "versions": _checkpoint._versions(),
@@ -170,7 +172,7 @@ def _metrics(model, variables, config, tr, te) -> dict:
 def _as_report(m: dict) -> dict:
     """Metrics in the key layout of :mod:`nsjax.experiments.paper` (``train_eval`` ...)."""
     return {"null_space_dim": m["null_space_dim"], "train_eval": m["train"],
-            "filtered_train": m["filtered_train"]}
+            "filtered_train": m["filtered_train"], "paper_set": m.get("paper_set")}
 
 
 def paper_training_table(results: dict[str, dict]) -> str:
