@@ -11,7 +11,7 @@ Two ways a plain ``KeyboardInterrupt`` goes wrong in a JAX program:
   them: a segmentation fault after the "interrupted" line.  Likewise for a computation still
   running on XLA's threads (JAX dispatches asynchronously).
 
-:func:`sigint_guard` raises ``KeyboardInterrupt`` on SIGINT and delivers it again every
+:class:`SigintGuard` raises ``KeyboardInterrupt`` on SIGINT and delivers it again every
 ``redeliver_s`` seconds until the caller acknowledges it (:meth:`SigintGuard.acknowledge`);
 :func:`deferred` holds SIGINT back during a section that must not be cut (a checkpoint
 write) and delivers it after; :func:`settle` waits for every live array, i.e. for the
@@ -27,7 +27,7 @@ import threading
 
 import jax
 
-__all__ = ["SigintGuard", "sigint_guard", "deferred", "settle"]
+__all__ = ["SigintGuard", "deferred", "settle"]
 
 
 class SigintGuard:
@@ -72,11 +72,6 @@ class SigintGuard:
     def _redeliver(self) -> None:
         while not self._done.wait(self.redeliver_s):
             _thread.interrupt_main(signal.SIGINT)  # runs _handler in the main thread
-
-
-def sigint_guard(redeliver_s: float = 1.0) -> SigintGuard:
-    """A :class:`SigintGuard` (``with sigint_guard() as guard: ...``)."""
-    return SigintGuard(redeliver_s)
 
 
 @contextlib.contextmanager

@@ -378,7 +378,6 @@ def _project_impl(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tup
         # back: no transposed copies of x or of the output
         out, finite = _cpu_kernel.project_patches(x.reshape((-1,) + tuple(ns.input_shape)), rb,
                                                   ns.patch, part == "null")
-        finite = finite if check else jnp.asarray(True)
     else:
         out, finite = _project_flat(rb, _patchify(ns, x.reshape(-1, ns.n)), part, check,
                                     accurate, use_kernel(rb))

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    with _interrupt.sigint_guard() as guard:
+    with _interrupt.SigintGuard() as guard:
         try:
             try:
                 return _run(args)
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                 guard.acknowledge()
         except KeyboardInterrupt:  # delivered again before the first was acknowledged
             guard.acknowledge()
-    _interrupt.settle()  # exiting under a running XLA computation can crash
+    # main() may return into a caller whose interpreter then exits: that must not free the
+    # runtime under a computation still running on XLA's threads
+    _interrupt.settle()
     print(f"nsjax {args.command}: interrupted", file=sys.stderr)
     return 130
 

@@ -37,7 +37,7 @@ def test_a_swallowed_interrupt_is_delivered_again():
     # it again within redeliver_s, and stops once acknowledged
     swallowed = []
     t0 = time.monotonic()
-    with _interrupt.sigint_guard(redeliver_s=0.2) as guard:
+    with _interrupt.SigintGuard(redeliver_s=0.2) as guard:
         with pytest.raises(KeyboardInterrupt):
             try:
                 signal.raise_signal(signal.SIGINT)
