@@ -188,8 +188,10 @@ RECIPES: dict[str, dict] = {
     # predicted 0.2-rescaled copies reaches the paper's figure (Sec. 4.1).
     "mnist": {"epochs": 150},
     # No regularisation: the paper reports training-set confidences only, and those need
-    # the net fitted hard (max-norm, chosen for test accuracy, kept them low).
-    "fashion_mnist": {"epochs": 300, "max_norm": None},
+    # the net fitted hard (max-norm, chosen for test accuracy, kept them low).  The copies'
+    # loss weight 0.6 widens the gap between the two scales' confidences towards the
+    # paper's; the extra epochs make up for the lower total weight.
+    "fashion_mnist": {"epochs": 420, "copy_weight": 0.6, "max_norm": None},
 }
 
 
@@ -200,8 +202,9 @@ def recipe(dataset: str | None = None, **changes) -> TrainConfig:
 
     * ``"mnist"``: the defaults (Adam, peak lr 3e-3, 1 warmup epoch, cosine decay to 0,
       batch 128, alpha 0.2, no weight decay, no max-norm) for 150 epochs instead of 100.
-    * ``"fashion_mnist"``: the same for 300 epochs, no max-norm (the net overfits: test
-      accuracy drops; the paper never reports it).
+    * ``"fashion_mnist"``: the same for 420 epochs with the rescaled copies' loss weighted
+      by ``copy_weight=0.6``, no max-norm (the net overfits: test accuracy drops; the paper
+      never reports it).
 
     Searched in ``docs/results/training.md`` ("Confidence search (issue #15)").  Unknown
     datasets get the defaults; ``changes`` override fields.

@@ -278,3 +278,8 @@ def test_projection_60k_prints_with_a_skipped_baseline():
     ok, vlines = verdicts(_case(skip=())["ratios"])
     assert ok and len(vlines) == 2 and all("FAIL" not in v for v in vlines)
     assert format_case(_case(skip=()))[-1].endswith("all PASS")
+    case = _case(skip=())
+    case["timings"]["numpy_copy"] = dict(case["timings"]["nsjax"], median_ms=4.0)
+    case["timings"]["paper"]["median_ms"] = 300.0
+    assert "ceiling: paper / NumPy copy = 75.0x" in "\n".join(format_case(case))
+    assert not any("ceiling" in ln for ln in lines)  # no paper time, no ceiling line

@@ -193,7 +193,10 @@ def test_cli_flags_override_the_dataset_recipe():
         return config_from_args(parser.parse_args(["train", "--out", "x", *flags]))
 
     assert cfg() == recipe("mnist") == TrainConfig(epochs=150)
-    assert cfg("--dataset", "fashion_mnist").epochs == 300 == recipe("fashion-mnist").epochs
+    assert cfg("--dataset", "fashion_mnist").epochs == 420 == recipe("fashion-mnist").epochs
+    fm = cfg("--dataset", "fashion_mnist")
+    assert fm.copy_weight == 0.6 == recipe("fashion_mnist").copy_weight
+    assert cfg("--dataset", "fashion_mnist", "--copy-weight", "1").copy_weight == 1.0
     c = cfg("--dataset", "fashion_mnist", "--max-norm", "1.5", "--alpha", "0", "--lr", "0.01")
     assert c.max_norm == 1.5 and c.alpha is None and c.learning_rate == 0.01
     assert cfg("--dataset", "fashion_mnist", "--max-norm", "0").max_norm is None
