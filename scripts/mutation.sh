@@ -15,7 +15,9 @@
 # first failure.  $NSJAX_DATA_DIR points at an empty directory, so data-needing tests skip.
 #
 # The score and each surviving mutant's diff replace the module's block in
-# docs/results/mutation.md (between `<!-- mutmut NAME -->` and `<!-- /mutmut NAME -->`).
+# docs/results/mutation.md (between `<!-- mutmut NAME -->` and `<!-- /mutmut NAME -->`; NAME is
+# the module, followed by " seed S" for a seed other than the default 16, so that samples
+# of other seeds are kept beside it).
 # Environment: MUTATION_SAMPLE (0 = all mutants), MUTATION_SEED (16), MUTATION_CHILDREN (2),
 # MUTATION_REV (HEAD).  Everything runs under `nice -n 19`.
 set -euo pipefail
@@ -80,7 +82,9 @@ live = sorted((k for k, s in status.items() if s not in ("killed", "timeout", "s
               key=lambda k: (k.rsplit("__mutmut_", 1)[0], int(k.rsplit("_", 1)[1])))
 what = (f"a random sample of {total} of its {len(codes)} mutants (seed {seed})"
         if int(sample) else f"all {total} mutants")
-lines = [f"<!-- mutmut {mod} -->", f"### `nsjax/{mod}.py`", "",
+name = mod if seed == "16" else f"{mod} seed {seed}"
+lines = [f"<!-- mutmut {name} -->", f"### `nsjax/{mod}.py`" + ("" if seed == "16" else
+                                                                 f" (seed {seed})"), "",
          f"**{killed}/{total} killed ({100 * killed / max(total, 1):.1f} %)**, {what}; "
          f"snapshot {rev}, {datetime.date.today()}, {int(secs) // 60} min "
          f"({int(secs) / max(total, 1):.1f} s per mutant on 2 busy cores).  "
@@ -94,10 +98,10 @@ if live:
                 if re.match(r"[-+][^-+]", ln) or ln in ("-", "+")]
         lines += [f"# {k} ({status[k]})"] + body
     lines += ["```", "", "</details>"]
-lines += [f"<!-- /mutmut {mod} -->"]
+lines += [f"<!-- /mutmut {name} -->"]
 block = "\n".join(lines)
 text = open(doc).read()
-pat = re.compile(rf"<!-- mutmut {re.escape(mod)} -->.*?<!-- /mutmut {re.escape(mod)} -->", re.S)
+pat = re.compile(rf"<!-- mutmut {re.escape(name)} -->.*?<!-- /mutmut {re.escape(name)} -->", re.S)
 if pat.search(text):
     text = pat.sub(lambda _: block, text)
 else:
