@@ -398,3 +398,38 @@ def test_singular_values_and_the_kernel_decision():
     # the paper's first-layer shape: the fused kernel projects whenever this build has it
     assert nsjax.uses_cpu_kernel(ns) == _cpu_kernel.available()
     assert not nsjax.uses_cpu_kernel(ns, kernel=False)
+
+
+@pytest.mark.filterwarnings("ignore::nsjax._nullspace.TransposedKernelWarning")
+def test_tall_float32_matrices_take_the_gram_route_unless_rtol_is_below_its_resolution(
+        monkeypatch):
+    """``m >= n`` float32 with ``rtol >= GRAM_MIN_RTOL``: values and vectors from the
+    float64 eigendecomposition of ``A^T A`` (one call), the same rank, null space and
+    singular values as a float64 SVD (null projectors within ``4 eps``; values within
+    ``sqrt(eps64) sigma_max``, the Gram route's resolution).  Below that ``rtol`` the SVD
+    decides: an exactly repeated column has ``sigma_min ~ 1e-15 sigma_max`` in float64,
+    which ``A^T A`` cannot resolve (``~1e-8``), so ``rtol=1e-12`` must still find it."""
+    from nsjax import _nullspace
+
+    calls = []
+    real = _nullspace._gram_eigh
+    monkeypatch.setattr(_nullspace, "_gram_eigh", lambda a: calls.append(a.shape) or real(a))
+    a = _planted(7, 120, 48, 45, np.float32)
+    ns = nsjax.null_space(a)
+    assert calls == [(120, 48)] and (ns.rank, ns.dim) == (45, 3)
+    a64 = a.astype(np.float64)
+    _, s, vt = np.linalg.svd(a64)
+    b = np.asarray(ns.basis(), np.float64)
+    np.testing.assert_allclose(b @ b.T, vt[45:].T @ vt[45:], atol=4 * EPS32)
+    np.testing.assert_allclose(np.asarray(ns.singular_values, np.float64), s,
+                               rtol=EPS32, atol=np.sqrt(np.finfo(np.float64).eps) * s[0])
+
+    dup = np.random.default_rng(0).standard_normal((40, 12)).astype(np.float32)
+    dup[:, 5] = dup[:, 3]
+    calls.clear()
+    fine = nsjax.null_space(dup, rtol=1e-12)
+    assert calls == [] and fine.dim == 1
+    np.testing.assert_allclose(np.abs(np.asarray(fine.basis())[[3, 5], 0]), [0.5 ** 0.5] * 2,
+                               rtol=EPS32)
+    assert nsjax.null_space(dup).dim == 1 and calls == [(40, 12)]
+    assert nsjax.null_space(dup.astype(np.float64)).dim == 1 and len(calls) == 1  # float64
