@@ -7,8 +7,10 @@ Run as a user would, in a plain process with nothing set in the environment::
 
 ``A``: a dense ``(m, n)`` float32 standard normal matrix (the benchmark's null-space sweep,
 ``benchmarks/_plan.py``, plus the square sizes of the issue).  Both calls are timed in the
-same process, interleaved (order alternating per repeat), after one warm-up call each,
-with ``jax.block_until_ready`` on nsjax's result; the table gives medians.
+same process, interleaved (order alternating per repeat, 0.15 s untimed pause after each
+call), after one warm-up call each,
+with ``jax.block_until_ready`` on nsjax's result; the table gives medians (of ``--repeats``
+calls, more for calls under 0.1 s: ~0.5 s of samples).
 
 Accuracy, in float64 arithmetic on the float32 results (``eps`` = float32 eps):
 
@@ -36,12 +38,19 @@ from nsjax.blas import openblas_threads
 
 SIZES = "32x784,64x256,128x784,256x3072,1024x1024,2048x2048"
 EPS = float(np.finfo(np.float32).eps)
+MAX_REPEATS = 51
+SETTLE_S = 0.15
 
 
 def _time(fn) -> float:
+    """ms for one call, then an untimed pause: idle OpenBLAS workers spin ~0.1 s after a
+    call and would slow whichever call comes next (both use OpenBLAS), which never happens
+    when one of them runs alone (see benchmarks/README.md, "BLAS threads")."""
     t = time.perf_counter()
     jax.block_until_ready(fn())
-    return (time.perf_counter() - t) * 1e3
+    ms = (time.perf_counter() - t) * 1e3
+    time.sleep(SETTLE_S)
+    return ms
 
 
 def _accuracy(a64: np.ndarray, nb: np.ndarray, norm: float) -> tuple[float, float]:
@@ -62,6 +71,10 @@ def bench(m: int, n: int, repeats: int, seed: int = 0) -> dict:
     times = {k: [] for k in fns}
     for k, fn in fns.items():  # warm-up (compilation)
         jax.block_until_ready(fn())
+    # short calls: enough samples for >= ~0.5 s per variant (a 5-sample median of a
+    # few-ms call is at the mercy of one scheduler hiccup), at most MAX_REPEATS
+    est = max(min(_time(fn) for _ in range(2)) for fn in fns.values())
+    repeats = max(repeats, min(MAX_REPEATS, int(0.5e3 / max(est, 1e-3))))
     for i in range(repeats):
         for k in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
             times[k].append(_time(fns[k]))
@@ -88,7 +101,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default=SIZES, help=f"comma-separated MxN (default {SIZES})")
     p.add_argument("--repeats", type=int, default=5,
-                   help="timed calls per variant (3 above 1e9 units of m n min(m, n) work)")
+                   help="timed calls per variant (3 above 1e9 units of m n min(m, n) work; "
+                   f"more for calls under 0.1 s: ~0.5 s of samples, at most {MAX_REPEATS})")
     args = p.parse_args(argv)
     env = {k: v for k, v in os.environ.items() if "THREADS" in k or k == "GLIBC_TUNABLES"}
     print(f"jax {jax.__version__}, scipy {scipy.__version__}, {os.cpu_count()} CPUs, "
