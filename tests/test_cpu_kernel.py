@@ -111,10 +111,10 @@ def test_kernel_is_built_where_the_cpu_can_run_it():
     # CI and developer machines are x86_64 with AVX2: the optional extension must have been
     # built by `pip install` and be in use, or nsjax silently falls back to XLA's matmuls.
     if X86_AVX2 and os.environ.get("NSJAX_CPU_KERNEL", "1") != "0":
-        assert K.available(), K.info()
+        assert K.available() is True, K.info()
         assert "avx" in K.info()
     else:
-        assert not K.available()
+        assert K.available() is False
         assert "not in use" in K.info()
     assert nsjax.cpu_kernel_info() == K.info()
 
@@ -578,3 +578,15 @@ def test_inplace_declares_the_output_alias_and_the_build_has_the_patch_entry():
         text = jax.jit(lambda x: ns.project(x, donate=donate)).lower(x).as_text()
         assert (alias in text) == donate
     assert K.supports_patches()
+
+
+def test_xla_reference_matmuls_run_at_highest_precision():
+    """The XLA route must not use the default matmul precision: on GPUs that is TF32
+    (10-bit mantissa), which leaves ``A project(x)`` at ~1e-3 relative.  CPUs compute float32
+    either way, so the only check that holds everywhere is the precision in the jaxpr."""
+    x, b = jnp.ones((4, 6), jnp.float32), jnp.ones((6, 2), jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda x, b: K.project_rows_xla(x, b, True))(x, b)
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert len(dots) == 2
+    for e in dots:
+        assert set(e.params["precision"]) == {jax.lax.Precision.HIGHEST}, e.params["precision"]
