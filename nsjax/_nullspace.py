@@ -510,16 +510,27 @@ def _resolve_tol(s: jax.Array, shape, dtype, rtol, atol, svd_dtype=None) -> jax.
     return jnp.maximum(jnp.asarray(atol, s.dtype), rtol * smax)
 
 
+def _host_rank_tol(s: jax.Array, rtol: float, atol: float) -> tuple[int, np.floating]:
+    """``(rank, tol)`` of concrete singular values ``s`` on the host: the same IEEE
+    operations as :func:`_resolve_tol` (in ``s``'s dtype), in NumPy."""
+    sh = np.asarray(s)
+    smax = sh[0] if sh.shape[0] else sh.dtype.type(0)
+    tol = np.maximum(sh.dtype.type(atol), sh.dtype.type(rtol) * smax)
+    return int(np.sum(sh > tol)), tol
+
+
 def _matrix(a) -> tuple[jax.Array, int, int, bool]:
     """Validate ``a`` as a finite floating ``(m, n)`` matrix: ``(a, m, n, traced)``."""
     if not hasattr(a, "ndim"):
         a = np.asarray(a)
     if a.ndim != 2:
         raise ValueError(f"expected a 2-D (m, n) matrix, got shape {tuple(a.shape)}")
+    host = isinstance(a, np.ndarray) and a.dtype in (np.float16, np.float32, np.float64)
+    finite = bool(np.isfinite(a).all()) if host else None  # NumPy input: checked in place
     a = check_float_array(a, "the matrix")
     m, n = a.shape
     traced = isinstance(a, jax.core.Tracer)
-    if not traced and not bool(jnp.all(jnp.isfinite(a))):
+    if not traced and not (finite if host else bool(jnp.all(jnp.isfinite(a)))):
         raise NonFiniteError(f"the ({m}, {n}) matrix holds NaN or inf; expected finite values")
     return a, m, n, traced
 
@@ -747,23 +758,31 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
     m, n = a.shape
     s = vt = None
     rtol_eff = default_rtol(a.shape, dtype, svd_dtype) if rtol is None else rtol
+
+    def host_rank(s):
+        return _host_rank_tol(s, rtol_eff, atol)[0]
+
     if min(m, n) == 0:
         s, vt = jnp.zeros((0,), a.dtype), jnp.zeros((0, n), a.dtype)
     elif (concrete and m >= n and a.dtype == jnp.float64 and jnp.finfo(dtype).bits < 64
           and rtol_eff >= GRAM_MIN_RTOL):
         s, vt = _gram_eigh(a)
         if rank is None:
-            rank = int(jnp.sum(s > _resolve_tol(s, a.shape, dtype, rtol, atol, svd_dtype)))
+            rank = host_rank(s)
         if rank == n:
             vt = None
     elif concrete and m >= n and rank in (None, n):
         s = _svd_values(a)
-        if rank is None and int(jnp.sum(s > _resolve_tol(s, a.shape, dtype, rtol, atol,
-                                                          svd_dtype))) < n:
+        if rank is None and host_rank(s) < n:
             s = None
     if s is None:
         s, vt = (_svd if refine else _svd_plain)(a)
-    tol = _resolve_tol(s, a.shape, dtype, rtol, atol, svd_dtype)
+    if concrete:  # on the host: one transfer of s instead of a chain of small device ops
+        rank_h, tol_h = _host_rank_tol(s, rtol_eff, atol)
+        tol = jnp.asarray(tol_h)
+        rank = rank_h if rank is None else rank
+    else:
+        tol = _resolve_tol(s, a.shape, dtype, rtol, atol, svd_dtype)
     if rank is None:  # decided in the SVD's precision (rounding first could cross tol)
         rank = int(jnp.sum(s > tol))
     if vt is None:  # rank == n >= 1
