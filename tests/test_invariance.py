@@ -242,3 +242,36 @@ def test_one_probe_is_enough_and_zero_is_an_error():
     assert res.control_fraction == 1.0
     with pytest.raises(ValueError, match="n_probes must be >= 1, got 0"):
         nsjax.check_invariance(lambda z: w @ z, ns, jax.random.key(1), n_probes=0)
+
+
+def test_a_failure_at_the_largest_scale_alone_fails_the_check(paper_net):
+    """The pass decision covers every scale, the last one included: ``g`` adds nothing
+    while ``|x + a v| < 100`` (scales 1 and 10 keep inputs in [-1, 1]^784 under ~26) and a
+    large change once ``|a| = 1e3`` moves them past it."""
+    model, params, ns = paper_net
+
+    def f(x):
+        norm = jnp.linalg.norm(x.reshape(x.shape[0], -1), axis=-1, keepdims=True)
+        return model.apply(params, x) + jax.nn.relu(norm - 100.0)
+
+    res = nsjax.check_invariance(f, ns, jax.random.key(3), n_probes=8, scales=(1.0, 10.0, 1e3))
+    assert res.tolerance_ratio[:, :2].max() <= 1 < res.tolerance_ratio[:, 2].min()
+    assert not res.passed
+    ok = nsjax.check_invariance(f, ns, jax.random.key(3), n_probes=8, scales=(1.0, 10.0))
+    assert ok.passed, ok.summary()
+
+
+def test_a_float32_check_stays_float32_with_x64_on(paper_net):
+    """``dtype`` (default: the null space's) is the precision of the probes, the steps
+    ``a v`` and the inputs ``f`` sees, even where JAX's default float is float64."""
+    model, params, ns = paper_net
+    seen = []
+
+    def f(x):
+        seen.append(x.dtype)
+        return model.apply(params, x)
+
+    with jax.enable_x64(True):
+        res = nsjax.check_invariance(f, ns, jax.random.key(4), n_probes=4)
+    assert seen and set(seen) == {jnp.dtype(jnp.float32)}
+    assert res.passed and res.max_ulps >= 0.1  # float32 rounding, not float64's ~1e-9 ulps

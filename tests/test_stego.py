@@ -209,7 +209,8 @@ def test_unit_range_warning_points_at_the_callers_line():
 
     ns = nsjax.null_space(np.array([[2.0, 1.0, 1.0]], np.float32))  # as below: one compile
     c, h = jnp.array([[0.0, 0.5, 1.0], [1.0, 0.25, 0.0]]), jnp.full((2, 3), 0.5)
-    with pytest.warns(UserWarning, match=r"bounds=\(0, 1\)") as rec:
+    with pytest.warns(UserWarning, match=r"^every cover and hidden pixel is >= 0, as in "
+                      r"\[0, 1\] images, but .*bounds=\(0, 1\)") as rec:
         stego(c, h, ns)
     assert len(rec) == 1 and rec[0].filename != module.__file__
     if not hasattr(module, "_mutmut_mutated"):  # not rewritten by mutmut: a plain run
@@ -288,3 +289,21 @@ def test_rounding_guard_message(monkeypatch):
     cover = jnp.array([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
     with pytest.raises(DomainError, match=r"leaves \[-1, 1\] by rounding for 2 pair\(s\)"):
         stego(cover, jnp.zeros((2, 3)), ns, bounds=(-1, 1))
+
+
+def test_max_alpha2_is_stegos_alpha2_with_the_same_alpha1_and_bounds():
+    """``max_alpha2`` passes the null space, ``alpha1`` and ``bounds`` through: its values
+    are ``stego``'s for each setting, and they differ between settings."""
+    from nsjax._stego import max_alpha2
+
+    ns = nsjax.null_space(np.array([[2.0, 1.0, 1.0, 0.0]], np.float32))
+    c = jnp.array([[0.1, 0.5, 0.9, 0.3], [0.8, 0.2, 0.4, 0.6]])
+    h = jnp.array([[0.5, 0.4, 0.6, 0.5], [0.3, 0.7, 0.5, 0.2]])
+    got = {}
+    for alpha1, bounds in ((0.2, None), (0.3, None), (0.2, (0.0, 2.0))):
+        cc, hh = (c, h) if bounds else (2 * c - 1, 2 * h - 1)  # in [0, 2] or [-1, 1]
+        a2 = np.asarray(max_alpha2(cc, hh, ns, alpha1=alpha1, bounds=bounds))
+        np.testing.assert_array_equal(
+            a2, np.asarray(stego(cc, hh, ns, alpha1=alpha1, bounds=bounds).alpha2))
+        got[alpha1, bounds] = a2
+    assert len({v.tobytes() for v in got.values()}) == 3
