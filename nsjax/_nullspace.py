@@ -33,10 +33,10 @@ The SVD of a concrete float32/float16/bfloat16 matrix runs in float64 and is rou
 float32 (float32 matrices: to float32; see :func:`null_space`'s ``float64_svd``): the basis
 is then as accurate as float32 can store.  For a tall or square (``m >= n``) one whose rank
 tolerance is at least :data:`GRAM_MIN_RTOL` (the default's is) the float64 singular values
-and vectors come from the eigendecomposition of ``A^T A`` instead, ~3x faster than the SVD
-and as accurate at that tolerance (see :func:`_gram_eigh`).  A float16/bfloat16 matrix gets
-a float32 basis: its entries are exact in float32, and a basis rounded to 8 or 11 bits would leave
-``A project(x)`` at ~``eps(bfloat16) |A| |x|``, which flips predictions.
+and vectors come from the eigendecomposition of ``A^T A`` instead: less work than the SVD,
+and as accurate at that tolerance (see :func:`_gram_eigh`).  A float16/bfloat16 matrix
+gets a float32 basis: its entries are exact in float32, and a basis rounded to 8 or 11 bits
+would leave ``A project(x)`` at ~``eps(bfloat16) |A| |x|``, which flips predictions.
 
 Cost.  The SVD costs ``~ m n min(m, n)`` flop units; above :data:`LARGE_SVD_WORK` units
 :func:`null_space` warns (``LargeSVDWarning``) with an estimated time and the cheaper
@@ -655,8 +655,8 @@ def null_space(
     float16/bfloat16.
 
     Cost: one SVD, ``~ m n min(m, n)`` work (for ``m >= n``: a float32 matrix gets the
-    float64 eigendecomposition of ``A^T A`` instead, ~1/3 of that time, when the rank
-    tolerance is ``>= GRAM_MIN_RTOL``; otherwise the singular values alone first: at full
+    float64 eigendecomposition of ``A^T A`` instead, less work, when the rank tolerance is
+    ``>= GRAM_MIN_RTOL``; otherwise the singular values alone first: at full
     column rank the null space is ``{0}`` and no singular vectors are computed, else the
     SVD with vectors follows); the LAPACK calls run with OpenBLAS
     capped at the idle cores (:func:`nsjax.blas.lapack_threads`); above
@@ -780,11 +780,10 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
     if concrete:  # on the host: one transfer of s instead of a chain of small device ops
         rank_h, tol_h = _host_rank_tol(s, rtol_eff, atol)
         tol = jnp.asarray(tol_h)
-        rank = rank_h if rank is None else rank
-    else:
+        if rank is None:  # decided in the SVD's precision (rounding first could cross tol)
+            rank = rank_h
+    else:  # traced: the rank is given
         tol = _resolve_tol(s, a.shape, dtype, rtol, atol, svd_dtype)
-    if rank is None:  # decided in the SVD's precision (rounding first could cross tol)
-        rank = int(jnp.sum(s > tol))
     if vt is None:  # rank == n >= 1
         return s, jnp.eye(n, dtype=a.dtype), tol, n, jnp.zeros((n, 0), a.dtype)
     rb = vt[:rank].T
@@ -806,8 +805,9 @@ def _gram_eigh(a: jax.Array):
     threshold ``rtol sigma_max`` it errs by ~``eps64 / (2 rtol^2)`` -- below 1e-4 for
     ``rtol >= GRAM_MIN_RTOL``.  The eigenvectors err by ~``eps64 sigma_max^2 / gap`` of the
     squared values: ~1e-12 at a float32 rank threshold, far below the float32 rounding of
-    the basis.  One ``n^3`` matmul and a symmetric eigensolver: ~1/3 the time of a float64
-    SVD with vectors.
+    the basis.  One ``m n^2`` matmul and a symmetric eigensolver, with vectors: less work
+    than a float64 SVD with vectors, which a rank-deficient matrix needed after a
+    values-only SVD before (``docs/results/performance-null-basis.md``).
     """
     lam, v = jnp.linalg.eigh(jnp.matmul(a.T, a, precision=HIGHEST))  # ascending
     return jnp.sqrt(jnp.maximum(lam[::-1], 0)), v[:, ::-1].T
