@@ -296,3 +296,31 @@ def test_certify_without_a_key_says_which_argument(small_net):
     model, v = small_net
     with pytest.raises(ValueError, match=r"certify needs a PRNG key .*jax\.random\.key\(0\)"):
         certify(model, v, None, 5)
+
+
+def test_certify_passes_its_rtol_to_the_rank_decision(small_net):
+    """A given ``rtol`` decides the upper bound's rank: placed between ``s[3]`` and ``s[4]``
+    (relative to ``s[0]``) it keeps exactly 4 singular values of the float64 stack."""
+    model, v = small_net
+    pts = np.random.default_rng(2).uniform(-1, 1, (37, 48)).astype(np.float32)
+    s = np.linalg.svd(_jacobians_by_hand(v, pts), compute_uv=False)
+    rtol = float(np.sqrt(s[3] * s[4]) / s[0])
+    c = certify(model, v, None, 0, data=pts, chunk=16, rtol=rtol)
+    assert c.rtol == rtol and c.tol == pytest.approx(rtol * s[0], rel=1e-12)
+    assert c.upper == c.upper_space.dim == 48 - 4 and not c.meets
+
+
+def test_planting_needs_a_hidden_layer():
+    """Both planting helpers need an FCNN with a hidden layer; one hidden layer suffices."""
+    flat = nsjax.FCNN((6, 3))
+    fv = nsjax.init_params(flat, jax.random.key(0))
+    with pytest.raises(TypeError, match="needs an FCNN with at least one hidden layer"):
+        plant_cancelling_pair(flat, fv)
+    with pytest.raises(ValueError, match="needs an FCNN with at least one hidden layer"):
+        plant_dead_units(flat, fv, 1)
+    one = nsjax.FCNN((6, 4, 3))
+    ov = nsjax.init_params(one, jax.random.key(0))
+    k = np.asarray(plant_dead_units(one, ov, [1])["params"]["Dense_1"]["kernel"])
+    assert not k[1].any() and k[[0, 2, 3]].all()
+    pair = plant_cancelling_pair(one, ov, 0, 2)["params"]
+    np.testing.assert_array_equal(pair["Dense_1"]["kernel"][2], -pair["Dense_1"]["kernel"][0])
