@@ -433,3 +433,44 @@ def test_tall_float32_matrices_take_the_gram_route_unless_rtol_is_below_its_reso
                                rtol=EPS32)
     assert nsjax.null_space(dup).dim == 1 and calls == [(40, 12)]
     assert nsjax.null_space(dup.astype(np.float64)).dim == 1 and len(calls) == 1  # float64
+
+
+def test_patch_route_honours_accurate_and_the_input_dtype():
+    """A patch null space projects patch by patch with the accurate coefficients when asked
+    (bit-equal to the flat route on the patchified rows, and not the plain result), and in
+    the promoted dtype of ``x`` and the basis (float64 ``x`` -> float64 under x64)."""
+    from nsjax._nullspace import _patchify, _project_flat, _unpatchify
+
+    k = np.random.default_rng(4).standard_normal((4, 4, 2, 5)).astype(np.float32)
+    ns = nsjax.conv_null_space(k, (8, 12, 2), strides=4)
+    x = jnp.asarray(np.random.default_rng(6).uniform(-1, 1, (16, 8, 12, 2)), jnp.float32)
+    rows = _patchify(ns, x.reshape(16, -1))
+    ref, _ = jax.jit(lambda r: _project_flat(ns.row_basis, r, "null", True, True, False))(rows)
+    ref = np.asarray(_unpatchify(ns, ref)).reshape(x.shape)
+    acc = np.asarray(ns.project(x, accurate=True))
+    np.testing.assert_array_equal(acc, ref)
+    assert not np.array_equal(acc, np.asarray(ns.project(x, kernel=False)))
+    x64 = np.asarray(x, np.float64) + 1e-9  # not representable in float32
+    out = ns.project(x64)
+    assert out.dtype == jnp.float64
+    p = np.asarray(ns.basis(), np.float64)
+    np.testing.assert_allclose(np.asarray(out).reshape(16, -1),
+                               x64.reshape(16, -1) @ p @ p.T, atol=1e-5)
+
+
+def test_traced_routes_and_the_input_dtype_decide_the_kernel():
+    """Inside ``jit``: ``singular_values`` matches the eager values, and a ``(0, n)``
+    matrix with ``rank=0`` has the whole space as null space.  ``uses_cpu_kernel`` decides
+    on the dtype ``x`` is promoted to: float16 inputs of a float32 null space run float32."""
+    a = np.random.default_rng(8).standard_normal((6, 9)).astype(np.float32)
+    traced = np.asarray(jax.jit(nsjax.singular_values)(jnp.asarray(a)), np.float64)
+    np.testing.assert_allclose(traced, np.linalg.svd(a.astype(np.float64), compute_uv=False),
+                               rtol=0, atol=20 * EPS32 * np.linalg.norm(a, 2))
+    dim, tol = jax.jit(lambda m: (lambda n: (n.dim, n.tol))(nsjax.null_space(m, rank=0)))(
+        jnp.zeros((0, 5), jnp.float32))
+    assert dim == 5 and float(tol) == 0.0
+    ns = nsjax.null_space(a)
+    from nsjax import _cpu_kernel
+
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float32):
+        assert nsjax.uses_cpu_kernel(ns, dtype, kernel=True) == _cpu_kernel.available()
