@@ -474,3 +474,21 @@ def test_traced_routes_and_the_input_dtype_decide_the_kernel():
 
     for dtype in (jnp.float16, jnp.bfloat16, jnp.float32):
         assert nsjax.uses_cpu_kernel(ns, dtype, kernel=True) == _cpu_kernel.available()
+
+
+def test_empty_and_integer_matrices_and_the_low_precision_tolerance():
+    """``(0, n)``: everything is null (rank 0, no singular values, basis ``I_n``);
+    ``(m, 0)``: nothing is.  Integer matrices are refused by name.  A float16 matrix's
+    default tolerance is ``max(m, n) eps`` of the SVD's precision: float64 by default,
+    float32 with ``float64_svd=False``."""
+    ns = nsjax.null_space(np.zeros((0, 5), np.float32))
+    assert (ns.rank, ns.dim) == (0, 5) and ns.singular_values.shape == (0,)
+    np.testing.assert_array_equal(ns.basis(), np.eye(5))
+    assert nsjax.null_space(np.zeros((3, 0), np.float32)).dim == 0
+    with pytest.raises(TypeError, match="the matrix must be a floating array"):
+        nsjax.null_space(np.ones((2, 3), np.int32))
+    a = np.random.default_rng(9).standard_normal((6, 20)).astype(np.float16)
+    s0 = np.linalg.norm(a.astype(np.float64), 2)
+    for float64_svd, eps in ((None, np.finfo(np.float64).eps), (False, EPS32)):
+        tol = float(nsjax.null_space(a, float64_svd=float64_svd).tol)
+        assert tol == pytest.approx(20 * eps * s0, rel=1e-3), (float64_svd, tol)
