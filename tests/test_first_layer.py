@@ -205,3 +205,37 @@ def test_messages_name_where_and_how_many_other_readers():
     assert "more" not in str(err.value)
     with pytest.raises(ValueError, match=r"could not trace .* input of shape \(10,\)"):
         nsjax.null_space_of(lambda x: x.reshape(7, -1) @ w, input_shape=(10,))
+
+
+def test_weights_computed_from_constants_and_input_casts():
+    """Constants computed from constants are folded (a transposed or cast weight inside the
+    function is still a known kernel); a float cast of the input is a relayout, an integer
+    cast is a non-linear reader and an error that names it."""
+    w = np.random.default_rng(3).standard_normal((4, 9)).astype(np.float32)  # (out, in)
+    ref = scipy.linalg.null_space(w.astype(np.float64))
+    for fn in (lambda x: x @ jnp.asarray(w).T,
+               lambda x: x.astype(jnp.bfloat16) @ jnp.asarray(w).T.astype(jnp.bfloat16)):
+        ns = nsjax.null_space_of(fn, input_shape=(9,))
+        assert ns.dim == 5
+        p = np.asarray(ns.basis(), np.float64)
+        tol = 1e-5 if fn(jnp.zeros((1, 9))).dtype == jnp.float32 else 1e-2  # bfloat16 W
+        np.testing.assert_allclose(p @ p.T, ref @ ref.T, atol=tol)
+    with pytest.raises(ValueError, match="convert_element_type"):
+        nsjax.null_space_of(lambda x: x.astype(jnp.int32).astype(jnp.float32) @ w.T,
+                            input_shape=(9,))
+
+
+def test_nhwc_conv_takes_the_structured_route():
+    """An NHWC / HWIO conv on the batch-1 trace is read as a conv (its parameters from the
+    jaxpr), not materialised as a dense matrix."""
+    model = nn.Conv(3, (3, 3), padding="VALID")
+    v = model.init(jax.random.key(0), jnp.zeros((1, 6, 7, 2)))
+    lm = nsjax.find_first_map(nsjax.as_model(model, v), (6, 7, 2))
+    assert lm.kind == "conv" and tuple(np.shape(lm.kernel)) == (3, 3, 2, 3)
+
+
+def test_skip_connection_message_says_how_to_pass_the_layer():
+    w = np.ones((9, 4), np.float32)
+    with pytest.raises(ValueError, match=r"nsjax\.null_space\(kernel\.T, input_shape=\.\.\.\) "
+                                         r"for a Flax \(in, out\) kernel"):
+        nsjax.null_space_of(lambda x: jnp.concatenate([x @ w, x], -1), input_shape=(9,))
