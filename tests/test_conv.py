@@ -539,3 +539,40 @@ def test_a_conv_reading_one_pixel():
     k = np.array([[[[0.5, -2.0]]]], np.float32)
     ns = conv_null_space(k, (1, 1, 1))
     assert (ns.rank, ns.dim) == (1, 0)
+
+
+def test_singular_values_by_the_gram_route_with_structural_zeros():
+    """``method="auto"``/``"gram"`` returns values (no rank decision, so no tolerance check):
+    a 3x3 VALID conv on 8x8x1 with 2 kernels has 64 values, the operator's; against a dense
+    SVD to the Gram's resolution, ``~sqrt(n eps64) sigma_max``."""
+    k = np.random.default_rng(0).standard_normal((3, 3, 1, 2)).astype(np.float32)
+    ref = np.linalg.svd(conv_matrix(k, (8, 8, 1)).astype(np.float64), compute_uv=False)
+    for method in ("auto", "gram", "svd"):
+        s = conv_singular_values(k, (8, 8, 1), method=method)
+        assert s.shape == ref.shape == (64,)
+        np.testing.assert_allclose(s, ref, rtol=0, atol=1e-6 * ref[0])
+
+
+def test_given_and_exact_ranks_on_a_one_pixel_conv_and_a_patch_conv():
+    """A conv reading one pixel has rank 1 at a given or exact rank too; a patch conv's exact
+    rank is the GF(p) rank per patch times the patches (the float rank here)."""
+    k = np.array([[[[0.5, -2.0]]]], np.float32)
+    for rank in (1, "exact"):
+        ns = conv_null_space(k, (1, 1, 1), rank=rank)
+        assert (ns.rank, ns.dim) == (1, 0), rank
+    kp = np.random.default_rng(4).standard_normal((4, 4, 2, 5)).astype(np.float32)
+    exact = conv_null_space(kp, (8, 12, 2), strides=4, rank="exact")
+    assert exact.rank == conv_null_space(kp, (8, 12, 2), strides=4).rank == 6 * 5
+
+
+def test_cropped_patch_projection_checks_finiteness_by_default():
+    shape = (10, 9, 3)
+    kp = np.random.default_rng(2).standard_normal((4, 4, 3, 20)).astype(np.float32)
+    ns = conv_null_space(kp, shape, strides=4)
+    assert isinstance(ns, CroppedPatchNullSpace)
+    x = np.zeros((2,) + shape, np.float32)
+    x[1, 9, 8, 2] = np.nan  # in the unread remainder: still an error
+    for fn in (ns.project, ns.complement):
+        with pytest.raises(nsjax.NonFiniteError):
+            fn(x)
+    assert np.isnan(np.asarray(ns.project(x, check_finite=False))[1, 9, 8, 2])
