@@ -563,6 +563,8 @@ def test_given_and_exact_ranks_on_a_one_pixel_conv_and_a_patch_conv():
     kp = np.random.default_rng(4).standard_normal((4, 4, 2, 5)).astype(np.float32)
     exact = conv_null_space(kp, (8, 12, 2), strides=4, rank="exact")
     assert exact.rank == conv_null_space(kp, (8, 12, 2), strides=4).rank == 6 * 5
+    asked = conv_null_space(kp, (8, 12, 2), strides=4, method="patch")  # as "auto" picks
+    assert asked.patch == exact.patch == (4, 4) and asked.rank == 30
 
 
 def test_cropped_patch_projection_checks_finiteness_by_default():
