@@ -578,3 +578,21 @@ def test_cropped_patch_projection_checks_finiteness_by_default():
         with pytest.raises(nsjax.NonFiniteError):
             fn(x)
     assert np.isnan(np.asarray(ns.project(x, check_finite=False))[1, 9, 8, 2])
+
+
+def test_tolerance_is_the_rule_not_the_largest_dropped_value():
+    """``ns.tol`` is ``max(m, n) eps32 sigma_max`` (rounded to float32), not a value picked
+    from the spectrum; a kernel of the wrong rank is refused with the layout it needs."""
+    k = np.random.default_rng(0).standard_normal((3, 3, 1, 2)).astype(np.float32)
+    ns = conv_null_space(k, (8, 8, 1))
+    s = conv_singular_values(k, (8, 8, 1), method="svd")
+    rule = np.float32(72 * np.finfo(np.float32).eps * s[0])
+    assert ns.rank == 56 and s[56] < 1e-10 * s[0]
+    assert float(ns.tol) == pytest.approx(float(rule), rel=1e-6)
+    from nsjax._conv import conv_output_shape
+
+    for call in (lambda: conv_null_space(k[..., 0], (8, 8, 1)),
+                 lambda: conv_output_shape((8, 8, 1), (3, 3, 1)),
+                 lambda: conv_apply(k[..., 0], np.zeros((8, 8, 1), np.float32))):
+        with pytest.raises(ValueError, match=r"kernel must have Flax layout \(kh, kw, cin, cout\)"):
+            call()
