@@ -596,3 +596,56 @@ def test_tolerance_is_the_rule_not_the_largest_dropped_value():
                  lambda: conv_apply(k[..., 0], np.zeros((8, 8, 1), np.float32))):
         with pytest.raises(ValueError, match=r"kernel must have Flax layout \(kh, kw, cin, cout\)"):
             call()
+
+
+def test_exact_rank_of_same_convs_against_numpy():
+    """SAME padding: the padded taps read no pixel and must not land in the matrix.  Small
+    integer kernels on 3x3 images (rank-deficient ones among them), against NumPy's rank of
+    the dense operator (integer entries: exact in float64)."""
+    rng = np.random.default_rng(0)
+    ranks = []
+    for _ in range(8):
+        k = rng.integers(-1, 2, (3, 3, 1, 1)).astype(np.float32)
+        ref = int(np.linalg.matrix_rank(conv_matrix(k, (3, 3, 1), padding="SAME")))
+        assert exact_conv_rank(k, (3, 3, 1), padding="SAME") == ref
+        ranks.append(ref)
+    assert min(ranks) < 9  # rank-deficient cases were among them
+
+
+def test_zero_kernel_at_a_given_rank_and_a_patch_rtol():
+    """A zero kernel at ``rank=0``/``"exact"``: all singular values 0 (``min(m, n)`` of them),
+    everything null.  A patch conv decides its rank per patch with the ``rtol`` given."""
+    z = np.zeros((3, 3, 1, 2), np.float32)
+    for rank in (0, "exact"):
+        ns = conv_null_space(z, (6, 6, 1), rank=rank)
+        assert ns.dim == 36 and np.asarray(ns.singular_values).shape == (min(32, 36),)
+        assert not np.asarray(ns.singular_values).any()
+    kp = np.random.default_rng(4).standard_normal((4, 4, 2, 5)).astype(np.float32)
+    s = np.linalg.svd(kp.reshape(32, 5).T.astype(np.float64), compute_uv=False)
+    rtol = float(np.sqrt(s[2] * s[3]) / s[0])  # keeps 3 of the 5 values per patch
+    ns = conv_null_space(kp, (8, 12, 2), strides=4, rtol=rtol)
+    assert ns.patch == (4, 4) and ns.rank == 3 * 6
+
+
+def test_custom_conv_functions_take_the_generic_route_and_the_layer_check_names_the_layer():
+    """A Conv with its own ``conv_general_dilated`` is not the structured conv: its null space
+    comes from the layer itself (here 2x the standard conv: the same null space).  The check
+    that guards the structured route names the layer when a kernel does not reproduce it."""
+    from nsjax._conv import _check_against_layer
+
+    def doubled(*args, **kwargs):
+        return 2.0 * jax.lax.conv_general_dilated(*args, **kwargs)
+
+    shape = (6, 6, 1)
+    plain = nn.Conv(2, (3, 3), padding="VALID")
+    custom = nn.Conv(2, (3, 3), padding="VALID", conv_general_dilated=doubled)
+    v = plain.init(jax.random.key(0), jnp.zeros((1,) + shape))
+    ref = conv_null_space_of_layer(plain, v, shape)
+    ns = conv_null_space_of_layer(custom, v, shape)
+    assert ns.dim == ref.dim == 8  # 36 pixels, 32 outputs of rank 28
+    np.testing.assert_allclose(np.asarray(ns.project(np.ones((1,) + shape, np.float32))),
+                               np.asarray(ref.project(np.ones((1,) + shape, np.float32))),
+                               atol=1e-5)
+    with pytest.raises(RuntimeError, match="does not reproduce the layer Conv"):
+        _check_against_layer(plain, v, shape, 2 * np.asarray(v["params"]["kernel"]), (1, 1),
+                             "VALID", (1, 1))
