@@ -649,3 +649,17 @@ def test_custom_conv_functions_take_the_generic_route_and_the_layer_check_names_
     with pytest.raises(RuntimeError, match="does not reproduce the layer Conv"):
         _check_against_layer(plain, v, shape, 2 * np.asarray(v["params"]["kernel"]), (1, 1),
                              "VALID", (1, 1))
+
+
+def test_float32_kernel_rule_with_x64_on_and_bad_tolerances():
+    """A float32 kernel keeps float32's tolerance rule and dtype when x64 is on (the layer
+    computes in float32); a negative or NaN ``rtol`` is refused."""
+    k = np.random.default_rng(0).standard_normal((3, 3, 1, 2)).astype(np.float32)
+    base = conv_null_space(k, (8, 8, 1))
+    with jax.enable_x64(True):
+        ns = conv_null_space(k, (8, 8, 1))
+    assert ns.row_basis.dtype == jnp.float32 and (ns.rank, ns.dim) == (base.rank, base.dim)
+    assert float(ns.tol) == pytest.approx(float(base.tol), rel=1e-6)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="rtol"):
+            conv_null_space(k, (8, 8, 1), rtol=bad)
