@@ -492,3 +492,23 @@ def test_empty_and_integer_matrices_and_the_low_precision_tolerance():
     for float64_svd, eps in ((None, np.finfo(np.float64).eps), (False, EPS32)):
         tol = float(nsjax.null_space(a, float64_svd=float64_svd).tol)
         assert tol == pytest.approx(20 * eps * s0, rel=1e-3), (float64_svd, tol)
+
+
+def test_kernel_choice_reaches_complement_and_an_empty_basis_keeps_the_dtype():
+    """``complement(x, kernel=False)`` runs XLA's matmuls even where the fused kernel would be
+    chosen (bit-equal to the XLA route, and not to the kernel's, which sums in another
+    order); the ``(n, 0)`` basis of a trivial null space is in the null space's dtype, also
+    with x64 on (autouse here)."""
+    from nsjax._nullspace import _project_flat
+
+    w = np.random.default_rng(12).standard_normal((32, 784)).astype(np.float32)
+    ns = nsjax.null_space(w)
+    x = jnp.asarray(np.random.default_rng(13).uniform(-1, 1, (512, 784)), jnp.float32)
+    xla = np.asarray(jax.jit(
+        lambda x: _project_flat(ns.row_basis, x, "perp", True, False, False)[0])(x))
+    np.testing.assert_array_equal(np.asarray(ns.complement(x, kernel=False)), xla)
+    if nsjax.uses_cpu_kernel(ns):
+        assert not np.array_equal(np.asarray(ns.complement(x)), xla)
+    full = nsjax.null_space(w[:, :32].copy())  # square, full rank: dim 0
+    assert full.dim == 0 and full.basis().shape == (32, 0)
+    assert full.basis().dtype == jnp.float32 != jnp.zeros(()).dtype  # x64 on: float64 default
