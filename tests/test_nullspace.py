@@ -512,3 +512,17 @@ def test_kernel_choice_reaches_complement_and_an_empty_basis_keeps_the_dtype():
     full = nsjax.null_space(w[:, :32].copy())  # square, full rank: dim 0
     assert full.dim == 0 and full.basis().shape == (32, 0)
     assert full.basis().dtype == jnp.float32 != jnp.zeros(()).dtype  # x64 on: float64 default
+
+
+def test_tolerance_and_matrix_checks_on_device_arrays_and_in_jit():
+    """A JAX array with NaN is refused like a NumPy one (the check runs on the device); an
+    array-valued ``rtol`` is refused by name; ``matrix_rank`` under ``jit`` says why not."""
+    bad = jnp.asarray([[1.0, jnp.nan, 0.0]], jnp.float32)
+    with pytest.raises(nsjax.NonFiniteError, match=r"the \(1, 3\) matrix holds NaN or inf"):
+        nsjax.null_space(bad)
+    a = np.eye(2, 3, dtype=np.float32)
+    with pytest.raises(TypeError, match="rtol must be a real scalar"):
+        nsjax.null_space(a, rtol=np.array([1e-3, 1e-3]))
+    with pytest.raises(ValueError, match=r"^matrix_rank\(\) decides the rank on the host; "
+                                         r"call it outside jit"):
+        jax.jit(nsjax.matrix_rank)(jnp.asarray(a))
