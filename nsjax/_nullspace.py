@@ -625,8 +625,8 @@ def matrix_rank(a, *, rtol: float | None = None, atol: float = 0.0,
         return 0
     with blas.lapack_threads(), jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
         s = _svd_values(a.astype(svd_dtype))
-        tol = _resolve_tol(s, a.shape, a.dtype, rtol, atol, svd_dtype)
-        return int(jnp.sum(s > tol))
+        rtol = default_rtol(a.shape, a.dtype, svd_dtype) if rtol is None else rtol
+        return _host_rank_tol(s, rtol, atol)[0]
 
 
 def null_space(
@@ -758,23 +758,15 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
     m, n = a.shape
     s = vt = None
     rtol_eff = default_rtol(a.shape, dtype, svd_dtype) if rtol is None else rtol
-
-    def host_rank(s):
-        return _host_rank_tol(s, rtol_eff, atol)[0]
-
     if min(m, n) == 0:
         s, vt = jnp.zeros((0,), a.dtype), jnp.zeros((0, n), a.dtype)
     elif (concrete and m >= n and a.dtype == jnp.float64 and jnp.finfo(dtype).bits < 64
           and rtol_eff >= GRAM_MIN_RTOL):
         s, vt = _gram_eigh(a)
-        if rank is None:
-            rank = host_rank(s)
-        if rank == n:
-            vt = None
     elif concrete and m >= n and rank in (None, n):
         s = _svd_values(a)
-        if rank is None and host_rank(s) < n:
-            s = None
+        if rank is None and _host_rank_tol(s, rtol_eff, atol)[0] < n:
+            s = None  # rank deficient: the SVD with vectors follows
     if s is None:
         s, vt = (_svd if refine else _svd_plain)(a)
     if concrete:  # on the host: one transfer of s instead of a chain of small device ops
@@ -784,7 +776,7 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
             rank = rank_h
     else:  # traced: the rank is given
         tol = _resolve_tol(s, a.shape, dtype, rtol, atol, svd_dtype)
-    if vt is None:  # rank == n >= 1
+    if vt is None or (concrete and rank == n >= 1):  # full column rank: I_n spans the rows
         return s, jnp.eye(n, dtype=a.dtype), tol, n, jnp.zeros((n, 0), a.dtype)
     rb = vt[:rank].T
     null_basis = None
