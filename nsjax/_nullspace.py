@@ -33,8 +33,9 @@ The SVD of a concrete float32/float16/bfloat16 matrix runs in float64 and is rou
 float32 (float32 matrices: to float32; see :func:`null_space`'s ``float64_svd``): the basis
 is then as accurate as float32 can store.  For a tall or square (``m >= n``) one whose rank
 tolerance is at least :data:`GRAM_MIN_RTOL` (the default's is) the float64 singular values
-and vectors come from the eigendecomposition of ``A^T A`` instead: less work than the SVD,
-and as accurate at that tolerance (see :func:`_gram_eigh`).  A float16/bfloat16 matrix
+and the vectors come from the eigendecomposition of ``A^T A`` instead, only the vectors of
+the smaller side: less work than the SVD, and as accurate at that tolerance (see
+:func:`_gram_factor`).  A float16/bfloat16 matrix
 gets a float32 basis: its entries are exact in float32, and a basis rounded to 8 or 11 bits
 would leave ``A project(x)`` at ~``eps(bfloat16) |A| |x|``, which flips predictions.
 
@@ -83,7 +84,7 @@ LARGE_SVD_WORK = 1e10
 SVD_WORK_PER_SECOND = 2.5e8
 # Smallest relative rank tolerance for which a tall or square (m >= n) float32 matrix gets
 # its float64 singular values and vectors from the eigendecomposition of A^T A instead of
-# an SVD (see _gram_eigh): the default max(m, n) * eps32 is above it for max(m, n) >= 9.
+# an SVD (see _gram_factor): the default max(m, n) * eps32 is above it for max(m, n) >= 9.
 GRAM_MIN_RTOL = 1e-6
 
 
@@ -747,7 +748,7 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
     ``s``: ``(min(m, n),)``; ``row_basis``: ``(n, rank)``; ``null_basis``: ``(n, n - rank)``
     when ``n - rank < rank``, else ``None``.  A concrete ``m >= n`` float64 ``a`` that was
     float32 (``dtype``), with a relative tolerance ``>= GRAM_MIN_RTOL``, gets values and
-    vectors from :func:`_gram_eigh`.  Otherwise a concrete matrix that may have full column
+    vectors from :func:`_gram_factor`.  Otherwise a concrete matrix that may have full column
     rank (``m >= n``) first gets its singular values alone (no singular vectors: ~1/2 to
     1/3 of the work); if the rank is ``n`` the row space is all of ``R^n``, ``I_n`` is an
     exact orthonormal basis of it and the null space is ``{0}``: no vectors are computed.
@@ -762,7 +763,7 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
         s, vt = jnp.zeros((0,), a.dtype), jnp.zeros((0, n), a.dtype)
     elif (concrete and m >= n and a.dtype == jnp.float64 and jnp.finfo(dtype).bits < 64
           and rtol_eff >= GRAM_MIN_RTOL):
-        s, vt = _gram_eigh(a)
+        return _gram_factor(a, rtol_eff, atol, rank)
     elif concrete and m >= n and rank in (None, n):
         s = _svd_values(a)
         if rank is None and _host_rank_tol(s, rtol_eff, atol)[0] < n:
@@ -786,23 +787,66 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
     return s, rb, tol, rank, null_basis
 
 
-@jax.jit
-def _gram_eigh(a: jax.Array):
-    """Singular values (descending) and right singular vectors ``(n, n)`` of the float64
-    ``(m, n)`` matrix ``a``, ``m >= n``, from the eigendecomposition of ``a^T a``.
+def _gram_factor(a: jax.Array, rtol: float, atol: float, rank: int | None):
+    """:func:`_factor` of a concrete float64 ``(m, n)`` matrix ``a`` that was float32,
+    ``m >= n``, relative tolerance ``rtol >= GRAM_MIN_RTOL``: same return values, from the
+    eigendecomposition of ``G = a^T a`` on the host, with only the vectors the answer needs.
 
-    For a matrix that was float32 its products are exact in float64, and the Gram matrix's
+    Precision: the products of float32 numbers are exact in float64, and ``G``'s
     eigenvalues carry absolute errors ~``eps64 sigma_max^2``: ``sigma_i = sqrt(lambda_i)``
     is resolved down to ~``sqrt(eps64) sigma_max = 1.5e-8 sigma_max``, and relative to a
     threshold ``rtol sigma_max`` it errs by ~``eps64 / (2 rtol^2)`` -- below 1e-4 for
     ``rtol >= GRAM_MIN_RTOL``.  The eigenvectors err by ~``eps64 sigma_max^2 / gap`` of the
     squared values: ~1e-12 at a float32 rank threshold, far below the float32 rounding of
-    the basis.  One ``m n^2`` matmul and a symmetric eigensolver, with vectors: less work
-    than a float64 SVD with vectors, which a rank-deficient matrix needed after a
-    values-only SVD before (``docs/results/performance-null-basis.md``).
+    the bases.
+
+    Work: one ``m n^2`` product (``syrk``), the reduction of ``G`` to tridiagonal form
+    (LAPACK ``dsytrd``, ``4/3 n^3``), all eigenvalues of the tridiagonal matrix
+    (``dsterf``, ``O(n^2)``); the rank is decided on them.  Then only the
+    ``k = min(n - rank, rank)`` eigenvectors of the smaller side (MRRR, ``dstemr``,
+    ``O(n k)``) mapped back through the reflectors (``dormqr``, ``2 n^2 k``): at full
+    column rank none, for a one-dimensional null space one.  The other side's basis is
+    :func:`_complete` of it.  Should MRRR report a failure, all eigenvectors come from
+    ``numpy.linalg.eigh`` instead (same ``G``, same accuracy).
     """
-    lam, v = jnp.linalg.eigh(jnp.matmul(a.T, a, precision=HIGHEST))  # ascending
-    return jnp.sqrt(jnp.maximum(lam[::-1], 0)), v[:, ::-1].T
+    from scipy.linalg import lapack  # noqa: PLC0415  (SciPy loads with jax; only used here)
+
+    a64 = np.asarray(a, np.float64)
+    n = a64.shape[1]
+    g = a64.T @ a64  # NumPy: one syrk; symmetric, so g.T is its column-major view
+    c, d, e, tau, info = lapack.dsytrd(g.T, lower=1,
+                                       lwork=max(n, int(lapack.dsytrd_lwork(n, lower=1)[0])))
+    _check_lapack("dsytrd", info)
+    lam, info = lapack.dsterf(d, e)  # ascending
+    _check_lapack("dsterf", info)
+    s = np.sqrt(np.maximum(lam[::-1], 0))
+    rank_h, tol = _host_rank_tol(s, rtol, atol)
+    rank = rank_h if rank is None else rank
+    dim = n - rank
+    s, tol = jnp.asarray(s), jnp.asarray(tol)
+    if dim == 0:  # full column rank: I_n spans the rows, the null space is {0}
+        return s, jnp.eye(n, dtype=a.dtype), tol, n, jnp.zeros((n, 0), a.dtype)
+    if rank == 0:
+        return s, jnp.zeros((n, 0), a.dtype), tol, 0, None
+    lo, hi = (1, dim) if dim < rank else (dim + 1, n)  # 1-based, ascending eigenvalues
+    count, _, z, info = lapack.dstemr(d, np.append(e, 0.0), 3, 0.0, 0.0, lo, hi)
+    if info == 0 and count == hi - lo + 1:
+        z = z[:, :count]
+        if n > 1:  # z <- Q z, Q = diag(1, Q'), Q' the QR-form reflectors below the diagonal
+            z[1:], _, info = lapack.dormqr(b"L", b"N", c[1:, : n - 1], tau, z[1:],
+                                           lwork=max(1, 64 * count))
+            _check_lapack("dormqr", info)
+    else:
+        z = np.linalg.eigh(g)[1][:, lo - 1:hi]
+    z = jnp.asarray(z)
+    if dim < rank:  # the null side is the smaller one: keep it, complete it to the rows
+        return s, _complete(z), tol, rank, z
+    return s, z[:, ::-1], tol, rank, None
+
+
+def _check_lapack(name: str, info: int) -> None:
+    if info != 0:
+        raise np.linalg.LinAlgError(f"LAPACK {name} failed (info={info})")
 
 
 def _input_shape(input_shape, m: int, n: int) -> tuple[int, ...]:

@@ -110,22 +110,47 @@ def _libs_once() -> tuple[tuple[_Getter, _Setter], ...]:
     return tuple(openblas_libs().values())
 
 
-def free_cpus(loadavg: str | None = None) -> int:
-    """Cores this process may use that no other runnable thread is on right now, >= 1.
+def free_cpus(loadavg: str | None = None, own_running: int | None = None) -> int:
+    """Cores this process may use that no other process's runnable thread is on, >= 1.
 
     ``len(os.sched_getaffinity(0))`` minus the runnable threads of ``/proc/loadavg``'s 4th
-    field (``running/total``; an instantaneous count, unlike the load averages) other than
-    the caller.  ``loadavg``: that file's text (for tests).  Without ``/proc``: all cores.
+    field (``running/total``; an instantaneous count, unlike the load averages) that are
+    not this process's own.  Its own are counted in ``/proc/self/task`` (state ``R``): the
+    caller, and OpenBLAS workers still spinning after the previous call -- the very threads
+    the next call runs on, so counting them as busy would halve a 2-core machine's LAPACK
+    speed after every NumPy matmul.  ``loadavg``, ``own_running``: that file's text and
+    the process's runnable-thread count (for tests).  Without ``/proc``: all cores.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = max(1, cpus or 1)
     try:
         if loadavg is None:
             with open("/proc/loadavg") as f:
                 loadavg = f.read()
         running = int(loadavg.split()[3].split("/")[0])
     except (OSError, IndexError, ValueError):
-        return max(1, cpus or 1)
-    return max(1, (cpus or 1) - max(0, running - 1))
+        return cpus
+    if running <= 1:  # only the caller
+        return cpus
+    own = _own_running() if own_running is None else own_running
+    return max(1, cpus - max(0, running - max(1, own)))
+
+
+def _own_running() -> int:
+    """Threads of this process in state ``R`` (running or runnable), >= 1: the caller."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    count = 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        count += stat[stat.rindex(b")") + 2:][:1] == b"R"
+    return max(1, count)
 
 
 @contextlib.contextmanager

@@ -341,13 +341,35 @@ def test_rank_deficient_tall_null_basis_from_the_svd(m, n, rank):
     np.testing.assert_allclose(b @ b.T, ref @ ref.T, atol=4 * EPS32)
 
 
-def test_free_cpus_counts_other_runnable_threads():
-    from nsjax.blas import free_cpus
+def test_free_cpus_counts_other_processes_runnable_threads():
+    import threading
+
+    from nsjax.blas import _own_running, free_cpus
 
     cpus = len(__import__("os").sched_getaffinity(0))
     assert free_cpus("0.5 0.4 0.3 1/200 123\n") == cpus  # only the caller runs
-    assert free_cpus(f"9 9 9 {cpus + 5}/200 123\n") == 1  # oversubscribed: one thread
+    assert free_cpus(f"9 9 9 {cpus + 5}/200 123\n", own_running=1) == 1  # oversubscribed
     assert free_cpus("garbage") == cpus
+    # this process's own runnable threads (spinning OpenBLAS workers) are not "others"
+    assert free_cpus("1 1 1 3/200 123\n", own_running=3) == cpus
+    assert free_cpus("1 1 1 3/200 123\n", own_running=2) == max(1, cpus - 1)
+    # the count itself: the caller, plus a thread busy in NumPy (GIL released, state R)
+    assert _own_running() >= 1
+    stop, seen = threading.Event(), []
+    x = np.random.default_rng(0).standard_normal((256, 256))
+
+    def spin():
+        while not stop.is_set():
+            np.linalg.eigvalsh(x)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        seen = [_own_running() for _ in range(50)]
+    finally:
+        stop.set()
+        t.join()
+    assert max(seen) >= 2
 
 
 def test_lapack_threads_caps_and_restores(monkeypatch):
@@ -412,8 +434,9 @@ def test_tall_float32_matrices_take_the_gram_route_unless_rtol_is_below_its_reso
     from nsjax import _nullspace
 
     calls = []
-    real = _nullspace._gram_eigh
-    monkeypatch.setattr(_nullspace, "_gram_eigh", lambda a: calls.append(a.shape) or real(a))
+    real = _nullspace._gram_factor
+    monkeypatch.setattr(_nullspace, "_gram_factor",
+                        lambda a, *args: calls.append(a.shape) or real(a, *args))
     a = _planted(7, 120, 48, 45, np.float32)
     ns = nsjax.null_space(a)
     assert calls == [(120, 48)] and (ns.rank, ns.dim) == (45, 3)
@@ -433,6 +456,46 @@ def test_tall_float32_matrices_take_the_gram_route_unless_rtol_is_below_its_reso
                                rtol=EPS32)
     assert nsjax.null_space(dup).dim == 1 and calls == [(40, 12)]
     assert nsjax.null_space(dup.astype(np.float64)).dim == 1 and len(calls) == 1  # float64
+
+
+@pytest.mark.filterwarnings("ignore::nsjax._nullspace.TransposedKernelWarning")
+@pytest.mark.parametrize("m, n, rank, given", [(90, 60, 52, False), (70, 60, 9, False),
+                                               (60, 60, 30, True), (30, 20, 0, False)])
+def test_gram_route_computes_only_the_smaller_sides_vectors(monkeypatch, m, n, rank, given):
+    """The Gram route asks MRRR for ``min(dim, rank)`` eigenvectors: the null side's when
+    it is the smaller (stored as ``null_basis``, the rows its completion), else the row
+    side's; none at rank 0.  Either way both bases match a float64 SVD's (projectors within
+    ``4 eps``; orthonormal within ``2 eps``).  A failed MRRR falls back to a full ``eigh``
+    of the same Gram matrix with the same result."""
+    from scipy.linalg import lapack
+
+    asked = []
+    real = lapack.dstemr
+
+    def spy(d, e, rng, vl, vu, lo, hi, *args, **kwargs):
+        asked.append(hi - lo + 1)
+        return real(d, e, rng, vl, vu, lo, hi, *args, **kwargs)
+
+    monkeypatch.setattr(lapack, "dstemr", spy)
+    a = _planted(11, m, n, rank, np.float32) if rank else np.zeros((m, n), np.float32)
+    _, s, vt = np.linalg.svd(a.astype(np.float64))
+    ref = vt[rank:].T @ vt[rank:]
+    dim = n - rank
+
+    def check(ns):
+        assert (ns.rank, ns.dim) == (rank, dim)
+        assert (ns.null_basis is not None) == (dim < rank)
+        b = np.asarray(ns.basis(), np.float64)
+        r = np.asarray(ns.row_basis, np.float64)
+        np.testing.assert_allclose(b @ b.T, ref, atol=4 * EPS32)
+        np.testing.assert_allclose(np.eye(n) - r @ r.T, ref, atol=4 * EPS32)
+        np.testing.assert_allclose(b.T @ b, np.eye(dim), atol=2 * EPS32)
+        np.testing.assert_allclose(r.T @ r, np.eye(rank), atol=2 * EPS32)
+
+    check(nsjax.null_space(a, rank=rank if given else None))
+    assert asked == ([min(dim, rank)] if rank else [])
+    monkeypatch.setattr(lapack, "dstemr", lambda d, *args: (0, d, np.zeros((d.size, 1)), 1))
+    check(nsjax.null_space(a, rank=rank if given else None))
 
 
 def test_patch_route_honours_accurate_and_the_input_dtype():
