@@ -481,8 +481,17 @@ def _apply(ns: NullSpace, x, part: str, check_finite: bool, accurate: bool = Fal
 # --------------------------------------------------------------------------- construction
 
 
+def _svd_plain(a: jax.Array, host: bool = False):
+    """Singular values and the ``(k, n)`` right basis of a thin SVD.  ``host``: a concrete
+    matrix goes to NumPy's LAPACK (the same ``gesdd``, without JAX's dispatch)."""
+    if host:
+        _, s, vt = np.linalg.svd(np.asarray(a), full_matrices=False)
+        return jnp.asarray(s), jnp.asarray(vt)
+    return _svd_plain_jit(a)
+
+
 @jax.jit
-def _svd_plain(a: jax.Array):
+def _svd_plain_jit(a: jax.Array):
     _, s, vt = jnp.linalg.svd(a, full_matrices=False)
     return s, vt
 
@@ -769,7 +778,7 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
         if rank is None and _host_rank_tol(s, rtol_eff, atol)[0] < n:
             s = None  # rank deficient: the SVD with vectors follows
     if s is None:
-        s, vt = (_svd if refine else _svd_plain)(a)
+        s, vt = _svd(a) if refine else _svd_plain(a, host=concrete)
     if concrete:  # on the host: one transfer of s instead of a chain of small device ops
         rank_h, tol_h = _host_rank_tol(s, rtol_eff, atol)
         tol = jnp.asarray(tol_h)
