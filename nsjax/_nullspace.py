@@ -224,7 +224,7 @@ class NullSpace:
         if isinstance(rb, jax.core.Tracer):
             q = _complete(rb)
         else:
-            with blas.lapack_threads():
+            with blas.lapack_threads(_work(*rb.shape)):  # LAPACK: the QR of rb
                 q = jax.block_until_ready(_complete(rb))
         if self.patch is None:
             return q
@@ -484,9 +484,9 @@ def _apply(ns: NullSpace, x, part: str, check_finite: bool, accurate: bool = Fal
 def _svd_plain(a: jax.Array, host: bool = False):
     """Singular values and the ``(k, n)`` right basis of a thin SVD.  ``host``: a concrete
     matrix goes to NumPy's LAPACK (the same ``gesdd``, without JAX's dispatch)."""
-    if host:
+    if host:  # NumPy arrays out: the caller slices and casts them on the host
         _, s, vt = np.linalg.svd(np.asarray(a), full_matrices=False)
-        return jnp.asarray(s), jnp.asarray(vt)
+        return s, vt
     return _svd_plain_jit(a)
 
 
@@ -560,9 +560,14 @@ def _svd_precision(a: jax.Array, float64_svd: bool | None, traced: bool):
     return use_x64, jnp.dtype(svd_dtype)
 
 
+def _work(m: int, n: int) -> float:
+    """Size of a factorisation of an ``(m, n)`` matrix: ``m n min(m, n)``."""
+    return float(m) * n * min(m, n)
+
+
 def _warn_if_large(m: int, n: int, svd_dtype, values_only: bool) -> None:
     """One :class:`LargeSVDWarning` before an SVD of more than LARGE_SVD_WORK units."""
-    work = float(m) * n * min(m, n)
+    work = _work(m, n)
     if work <= LARGE_SVD_WORK:
         return
     # values only: ~1.4x the rate measured with vectors (3.9 s -> 2.8 s at 1024 x 1024)
@@ -614,7 +619,8 @@ def singular_values(a, *, float64_svd: bool | None = None) -> jax.Array:
         return jnp.zeros((0,), out)
     if isinstance(a, jax.core.Tracer):
         return _svd_values(a.astype(out))
-    with blas.lapack_threads(), jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
+    x64 = jax.enable_x64(True) if use_x64 else contextlib.nullcontext()
+    with blas.lapack_threads(_work(*a.shape)), x64:
         return jax.block_until_ready(_svd_values(a.astype(jnp.float64 if use_x64 else out))
                                      ).astype(out)
 
@@ -633,7 +639,8 @@ def matrix_rank(a, *, rtol: float | None = None, atol: float = 0.0,
         raise ValueError("matrix_rank() decides the rank on the host; call it outside jit")
     if min(a.shape) == 0:
         return 0
-    with blas.lapack_threads(), jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
+    x64 = jax.enable_x64(True) if use_x64 else contextlib.nullcontext()
+    with blas.lapack_threads(_work(*a.shape)), x64:
         s = _svd_values(a.astype(svd_dtype))
         rtol = default_rtol(a.shape, a.dtype, svd_dtype) if rtol is None else rtol
         return _host_rank_tol(s, rtol, atol)[0]
@@ -724,13 +731,17 @@ def null_space(
         )
     out = jnp.promote_types(a.dtype, jnp.float32)  # float16/bfloat16 -> float32 bases
     _warn_if_large(m, n, svd_dtype, values_only=False)
-    with contextlib.nullcontext() if traced else blas.lapack_threads():
+    with contextlib.nullcontext() if traced else blas.lapack_threads(_work(m, n)):
         with jax.enable_x64(True) if use_x64 else contextlib.nullcontext():
+            # a concrete float64 SVD works on the host (NumPy/SciPy LAPACK): the matrix
+            # goes there once, and NumPy results come back once, cast (no per-op dispatch)
+            a_svd = (np.asarray(a).astype(np.float64) if use_x64 and not traced
+                     else a.astype(svd_dtype if use_x64 else out))
             s, rb, tol, rank, null_basis = _factor(
-                a.astype(svd_dtype if use_x64 else out), a.dtype, rank, rtol, atol, svd_dtype,
+                a_svd, a.dtype, rank, rtol, atol, svd_dtype,
                 refine=not use_x64, concrete=not traced)
-            s, rb, tol = s.astype(out), rb.astype(out), tol.astype(out)
-            null_basis = None if null_basis is None else null_basis.astype(out)
+            s, rb, tol = _cast(s, out), _cast(rb, out), _cast(tol, out)
+            null_basis = None if null_basis is None else _cast(null_basis, out)
         if not traced:  # the OpenBLAS cap only holds for work finished inside the block
             jax.block_until_ready((s, rb, null_basis))
     if not shape_given and m > n > 0 and rank == n:
@@ -780,8 +791,7 @@ def _factor(a: jax.Array, dtype, rank: int | None, rtol, atol, svd_dtype, *, ref
     if s is None:
         s, vt = _svd(a) if refine else _svd_plain(a, host=concrete)
     if concrete:  # on the host: one transfer of s instead of a chain of small device ops
-        rank_h, tol_h = _host_rank_tol(s, rtol_eff, atol)
-        tol = jnp.asarray(tol_h)
+        rank_h, tol = _host_rank_tol(s, rtol_eff, atol)
         if rank is None:  # decided in the SVD's precision (rounding first could cross tol)
             rank = rank_h
     else:  # traced: the rank is given
@@ -823,16 +833,18 @@ def _gram_factor(a: jax.Array, rtol: float, atol: float, rank: int | None):
     a64 = np.asarray(a, np.float64)
     n = a64.shape[1]
     g = a64.T @ a64  # NumPy: one syrk; symmetric, so g.T is its column-major view
-    c, d, e, tau, info = lapack.dsytrd(g.T, lower=1,
-                                       lwork=max(n, int(lapack.dsytrd_lwork(n, lower=1)[0])))
-    _check_lapack("dsytrd", info)
-    lam, info = lapack.dsterf(d, e)  # ascending
-    _check_lapack("dsterf", info)
+    if n == 1:  # rank 0 or 1: no vectors follow
+        lam = g[0]
+    else:
+        c, d, e, tau, info = lapack.dsytrd(
+            g.T, lower=1, lwork=max(n, int(lapack.dsytrd_lwork(n, lower=1)[0])))
+        _check_lapack("dsytrd", info)
+        lam, info = lapack.dsterf(d, e)  # ascending
+        _check_lapack("dsterf", info)
     s = np.sqrt(np.maximum(lam[::-1], 0))
     rank_h, tol = _host_rank_tol(s, rtol, atol)
     rank = rank_h if rank is None else rank
     dim = n - rank
-    s, tol = jnp.asarray(s), jnp.asarray(tol)
     if dim == 0:  # full column rank: I_n spans the rows, the null space is {0}
         return s, jnp.eye(n, dtype=a.dtype), tol, n, jnp.zeros((n, 0), a.dtype)
     if rank == 0:
@@ -841,13 +853,12 @@ def _gram_factor(a: jax.Array, rtol: float, atol: float, rank: int | None):
     count, _, z, info = lapack.dstemr(d, np.append(e, 0.0), 3, 0.0, 0.0, lo, hi)
     if info == 0 and count == hi - lo + 1:
         z = z[:, :count]
-        if n > 1:  # z <- Q z, Q = diag(1, Q'), Q' the QR-form reflectors below the diagonal
-            z[1:], _, info = lapack.dormqr(b"L", b"N", c[1:, : n - 1], tau, z[1:],
-                                           lwork=max(1, 64 * count))
-            _check_lapack("dormqr", info)
+        # z <- Q z, Q = diag(1, Q'), Q' the QR-form reflectors below the subdiagonal
+        z[1:], _, info = lapack.dormqr(b"L", b"N", c[1:, : n - 1], tau, z[1:],
+                                       lwork=max(1, 64 * count))
+        _check_lapack("dormqr", info)
     else:
         z = np.linalg.eigh(g)[1][:, lo - 1:hi]
-    z = jnp.asarray(z)
     if dim < rank:  # the null side is the smaller one: keep it, complete it to the rows
         return s, _complete(z), tol, rank, z
     return s, z[:, ::-1], tol, rank, None
@@ -856,6 +867,14 @@ def _gram_factor(a: jax.Array, rtol: float, atol: float, rank: int | None):
 def _check_lapack(name: str, info: int) -> None:
     if info != 0:
         raise np.linalg.LinAlgError(f"LAPACK {name} failed (info={info})")
+
+
+def _cast(v, dtype) -> jax.Array:
+    """``v`` (a JAX or NumPy array or scalar) as a JAX array of ``dtype``: a NumPy value is
+    cast on the host and transferred once."""
+    if isinstance(v, np.ndarray | np.generic):
+        return jnp.asarray(np.asarray(v).astype(dtype))
+    return v.astype(dtype)
 
 
 def _input_shape(input_shape, m: int, n: int) -> tuple[int, ...]:

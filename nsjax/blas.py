@@ -16,7 +16,8 @@ Example::
         ...
 
 nsjax's own factorisations (``null_space``'s SVD, ``NullSpace.basis``) run inside
-:func:`lapack_threads`: OpenBLAS capped at the cores no other process is running on.
+:func:`lapack_threads`: OpenBLAS capped at one thread for small factorisations, else at
+the cores no other process is running on.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 from collections.abc import Callable, Iterator
 
 __all__ = ["openblas_libs", "openblas_threads", "set_openblas_threads", "limit_blas_threads",
-           "free_cpus", "lapack_threads"]
+           "free_cpus", "lapack_threads", "SINGLE_THREAD_WORK"]
 
 _Getter = Callable[[], int]
 _Setter = Callable[[int], None]
@@ -153,20 +154,31 @@ def _own_running() -> int:
     return max(1, count)
 
 
+# Below this much work (units of ``m n min(m, n)`` for an (m, n) factorisation) one
+# OpenBLAS thread is faster than several on a 2-core machine: a second thread's wake-up and
+# spin-wait, beside XLA's threads and the other OpenBLAS build's, costs more than it saves
+# (null_space + basis, 1 vs 2 threads, interleaved with SciPy calls: 32x784 6.1 vs 18.0 ms,
+# 256x3072 240 vs 300 ms, 1024x1024 163 vs 165 ms; docs/results/performance-null-basis.md).
+SINGLE_THREAD_WORK = 1e9
+
+
 @contextlib.contextmanager
-def lapack_threads() -> Iterator[None]:
-    """Cap every loaded OpenBLAS at :func:`free_cpus` threads inside the block.
+def lapack_threads(work: float | None = None) -> Iterator[None]:
+    """Cap every loaded OpenBLAS inside the block: at one thread for ``work`` below
+    :data:`SINGLE_THREAD_WORK`, else at :func:`free_cpus` threads.
 
     Multi-threaded OpenBLAS on oversubscribed cores spin-waits: a ``32 x 784`` null space
     took ~1 s instead of ~5 ms beside busy processes (and XLA's own threads).  With free
-    cores the threads stay (large SVDs gain from them).  JAX's CPU LAPACK calls SciPy's
-    OpenBLAS, so the cap covers ``jnp.linalg`` too -- but only for work that *finishes*
-    inside the block: block on the results before leaving it.  The counts are global to
-    the process: another Python thread's NumPy call meanwhile also gets the cap.
+    cores the threads stay for large work (large SVDs gain from them).  ``work``: the
+    factorisation's size in units of ``m n min(m, n)``; ``None``: unknown, free cores.
+    JAX's CPU LAPACK calls SciPy's OpenBLAS, so the cap covers ``jnp.linalg`` too -- but
+    only for work that *finishes* inside the block: block on the results before leaving
+    it.  The counts are global to the process: another Python thread's NumPy call
+    meanwhile also gets the cap.
     """
     libs = _libs_once()
     old = [int(get()) for get, _ in libs]
-    cap = free_cpus()
+    cap = 1 if work is not None and work < SINGLE_THREAD_WORK else free_cpus()
     changed = [(put, n) for (_, put), n in zip(libs, old, strict=True) if n > cap]
     try:
         for put, _ in changed:

@@ -380,6 +380,20 @@ def test_lapack_threads_caps_and_restores(monkeypatch):
     with blas.lapack_threads():
         assert all(v == 1 for v in blas.openblas_threads().values())
     assert blas.openblas_threads() == before
+    # small work: one thread even with free cores; large work: the free cores
+    blas.set_openblas_threads(2)
+    monkeypatch.setattr(blas, "free_cpus", lambda: 2)
+    try:
+        if set(blas.openblas_threads().values()) != {2}:
+            pytest.skip("OpenBLAS here cannot run 2 threads (a 1-core machine)")
+        for work, threads in ((blas.SINGLE_THREAD_WORK / 2, 1), (blas.SINGLE_THREAD_WORK, 2),
+                              (None, 2)):
+            with blas.lapack_threads(work):
+                assert set(blas.openblas_threads().values()) == {threads}
+            assert set(blas.openblas_threads().values()) == {2}
+    finally:
+        for (_, put), n in zip(blas._libs_once(), before.values(), strict=True):
+            put(n)
 
 
 def test_patch_null_space_projects_and_completes_like_the_dense_operator():
@@ -496,6 +510,20 @@ def test_gram_route_computes_only_the_smaller_sides_vectors(monkeypatch, m, n, r
     assert asked == ([min(dim, rank)] if rank else [])
     monkeypatch.setattr(lapack, "dstemr", lambda d, *args: (0, d, np.zeros((d.size, 1)), 1))
     check(nsjax.null_space(a, rank=rank if given else None))
+
+
+@pytest.mark.filterwarnings("ignore::nsjax._nullspace.TransposedKernelWarning")
+def test_gram_route_on_a_single_column():
+    """``(m, 1)``: no tridiagonal reduction exists; rank 0 for a zero column (the whole
+    line is null), else 1 with ``sigma = |a|``."""
+    zero = nsjax.null_space(np.zeros((9, 1), np.float32))
+    assert (zero.rank, zero.dim) == (0, 1)
+    np.testing.assert_array_equal(np.abs(np.asarray(zero.basis())), [[1.0]])
+    col = np.arange(1, 10, dtype=np.float32)[:, None]
+    one = nsjax.null_space(col)
+    assert (one.rank, one.dim) == (1, 0)
+    np.testing.assert_allclose(np.asarray(one.singular_values), [np.linalg.norm(col)],
+                               rtol=EPS32)
 
 
 def test_patch_route_honours_accurate_and_the_input_dtype():
