@@ -239,7 +239,9 @@ def test_row_basis_is_orthonormal_and_spans_the_row_space(float64_svd, k):
     w64 = w.astype(np.float64)
     assert np.linalg.norm(w64 - (w64 @ rb) @ rb.T, 2) <= k * eps * np.linalg.norm(w64, 2)
     u, sv, vt = np.linalg.svd(w64, full_matrices=False)
-    assert np.all(np.abs(np.sum(rb * vt.T, axis=0)) > 0.99)  # the singular vectors, in order
+    np.testing.assert_allclose(rb @ rb.T, vt.T @ vt, atol=4 * k * eps)  # the same row space
+    if float64_svd is False:  # the refined SVD's basis: the singular vectors, in order
+        assert np.all(np.abs(np.sum(rb * vt.T, axis=0)) > 0.99)
     np.testing.assert_allclose(np.asarray(ns.singular_values), sv, rtol=1e-5)
 
 
@@ -510,6 +512,40 @@ def test_gram_route_computes_only_the_smaller_sides_vectors(monkeypatch, m, n, r
     assert asked == ([min(dim, rank)] if rank else [])
     monkeypatch.setattr(lapack, "dstemr", lambda d, *args: (0, d, np.zeros((d.size, 1)), 1))
     check(nsjax.null_space(a, rank=rank if given else None))
+
+
+def test_wide_float32_matrices_of_full_row_rank_take_the_row_gram_route(monkeypatch):
+    """``m < n`` float32, full row rank: singular values from ``eigvalsh(A A^T)`` (within
+    ``sqrt(eps64) sigma_max`` of a float64 SVD's), the row basis from a QR of ``A^T``
+    (projector within ``4 eps`` of the SVD's, row residual below ``eps``).  Rank deficient,
+    a given ``rank < m``, or ``rtol`` below the Gram resolution: the SVD decides."""
+    from nsjax import _nullspace
+
+    calls = []
+    real = _nullspace._row_gram_factor
+    monkeypatch.setattr(_nullspace, "_row_gram_factor",
+                        lambda a, *args: calls.append(a.shape) or real(a, *args))
+    a = np.random.default_rng(3).standard_normal((24, 70)).astype(np.float32)
+    a64 = a.astype(np.float64)
+    _, s, vt = np.linalg.svd(a64)
+    ns = nsjax.null_space(a)
+    assert calls == [(24, 70)] and (ns.rank, ns.dim) == (24, 46)
+    r = np.asarray(ns.row_basis, np.float64)
+    np.testing.assert_allclose(r @ r.T, vt[:24].T @ vt[:24], atol=4 * EPS32)
+    assert np.linalg.norm(a64 - a64 @ r @ r.T, 2) <= EPS32 * s[0]
+    np.testing.assert_allclose(np.asarray(ns.singular_values, np.float64), s,
+                               rtol=EPS32, atol=np.sqrt(np.finfo(np.float64).eps) * s[0])
+
+    deficient = _planted(5, 24, 70, 20, np.float32)
+    calls.clear()
+    nd = nsjax.null_space(deficient)
+    assert calls == [(24, 70)] and (nd.rank, nd.dim) == (20, 50)  # tried, then the SVD
+    _, _, vt = np.linalg.svd(deficient.astype(np.float64))
+    b = np.asarray(nd.basis(), np.float64)
+    np.testing.assert_allclose(b @ b.T, vt[20:].T @ vt[20:], atol=4 * EPS32)
+    calls.clear()
+    assert nsjax.null_space(a, rank=20).rank == 20 and calls == []
+    assert nsjax.null_space(a, rtol=1e-9).rank == 24 and calls == []
 
 
 @pytest.mark.filterwarnings("ignore::nsjax._nullspace.TransposedKernelWarning")
