@@ -155,10 +155,9 @@ def _own_running() -> int:
 
 
 # Below this much work (units of ``m n min(m, n)`` for an (m, n) factorisation) one
-# OpenBLAS thread is faster than several on a 2-core machine: a second thread's wake-up and
-# spin-wait, beside XLA's threads and the other OpenBLAS build's, costs more than it saves
-# (null_space + basis, 1 vs 2 threads, interleaved with SciPy calls: 32x784 6.1 vs 18.0 ms,
-# 256x3072 240 vs 300 ms, 1024x1024 163 vs 165 ms; docs/results/performance-null-basis.md).
+# OpenBLAS thread is faster than several: a second thread's wake-up and spin-wait, beside
+# XLA's threads and the other OpenBLAS build's, costs more than it saves (measured in
+# docs/results/performance-null-basis.md, "Fourth session").
 SINGLE_THREAD_WORK = 1e9
 
 

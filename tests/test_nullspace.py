@@ -543,6 +543,9 @@ def test_wide_float32_matrices_of_full_row_rank_take_the_row_gram_route(monkeypa
     _, _, vt = np.linalg.svd(deficient.astype(np.float64))
     b = np.asarray(nd.basis(), np.float64)
     np.testing.assert_allclose(b @ b.T, vt[20:].T @ vt[20:], atol=4 * EPS32)
+    rtol = 70 * EPS32  # the default, max(m, n) eps
+    assert real(a64, rtol, 0.0) is not None  # the route answers at full row rank only
+    assert real(deficient.astype(np.float64), rtol, 0.0) is None
     calls.clear()
     assert nsjax.null_space(a, rank=20).rank == 20 and calls == []
     assert nsjax.null_space(a, rtol=1e-9).rank == 24 and calls == []
