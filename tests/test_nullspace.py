@@ -690,3 +690,29 @@ def test_tolerance_and_matrix_checks_on_device_arrays_and_in_jit():
     with pytest.raises(ValueError, match=r"^matrix_rank\(\) decides the rank on the host; "
                                          r"call it outside jit"):
         jax.jit(nsjax.matrix_rank)(jnp.asarray(a))
+    with pytest.raises(ValueError, match=r"^null_space\(\) decides the rank on the host.*"
+                                         r"Compute the null space outside jit .* or pass a "
+                                         r"static rank="):
+        jax.jit(nsjax.null_space)(jnp.asarray(a))
+
+
+def test_singular_values_and_matrix_rank_honour_float64_svd():
+    """``float64_svd=False`` runs the values-only SVD in float32 (bit-equal to
+    ``jnp.linalg.svd`` of the float32 matrix, and not the rounded float64 values); ``True``
+    needs a concrete matrix, as in :func:`null_space`."""
+    a = np.random.default_rng(12).standard_normal((30, 50)).astype(np.float32)
+    f32 = np.asarray(nsjax.singular_values(a, float64_svd=False))
+    np.testing.assert_array_equal(f32, np.asarray(jnp.linalg.svd(jnp.asarray(a),
+                                                                 compute_uv=False)))
+    assert not np.array_equal(f32, np.asarray(nsjax.singular_values(a)))
+    with pytest.raises(ValueError, match="float64_svd=True needs a concrete matrix"):
+        jax.jit(lambda m: nsjax.singular_values(m, float64_svd=True))(jnp.asarray(a))
+    with pytest.raises(ValueError, match="float64_svd=True needs a concrete matrix"):
+        jax.jit(lambda m: nsjax.null_space(m, rank=3, float64_svd=True).row_basis)(a)
+
+
+def test_large_svd_time_estimates_read_in_seconds_minutes_hours():
+    from nsjax._nullspace import _duration
+
+    assert [_duration(t) for t in (59.6, 119, 120, 7199, 7200, 9000, 3.6e6)] == [
+        "60 s", "119 s", "2 min", "120 min", "2.0 h", "2.5 h", "1000.0 h"]
