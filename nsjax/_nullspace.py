@@ -532,15 +532,21 @@ def _host_rank_tol(s: jax.Array, rtol: float, atol: float) -> tuple[int, np.floa
     return int(np.sum(sh > tol)), tol
 
 
-def _matrix(a) -> tuple[jax.Array, int, int, bool]:
-    """Validate ``a`` as a finite floating ``(m, n)`` matrix: ``(a, m, n, traced)``."""
+def _matrix(a) -> tuple[jax.Array | np.ndarray, int, int, bool]:
+    """Validate ``a`` as a finite floating ``(m, n)`` matrix: ``(a, m, n, traced)``.
+
+    A NumPy matrix whose dtype JAX keeps (float16/32, float64 under x64) stays a NumPy
+    array: the factorisations run on the host, so a round trip through a device buffer
+    would only cost time; anything else becomes a JAX array.
+    """
     if not hasattr(a, "ndim"):
         a = np.asarray(a)
     if a.ndim != 2:
         raise ValueError(f"expected a 2-D (m, n) matrix, got shape {tuple(a.shape)}")
     host = isinstance(a, np.ndarray) and a.dtype in (np.float16, np.float32, np.float64)
     finite = bool(np.isfinite(a).all()) if host else None  # NumPy input: checked in place
-    a = check_float_array(a, "the matrix")
+    if not (host and jax.dtypes.canonicalize_dtype(a.dtype) == a.dtype):
+        a = check_float_array(a, "the matrix")
     m, n = a.shape
     traced = isinstance(a, jax.core.Tracer)
     if not traced and not (finite if host else bool(jnp.all(jnp.isfinite(a)))):
