@@ -108,6 +108,7 @@ from jax import lax
 from nsjax._nullspace import (
     NonFiniteError,
     NullSpace,
+    _cast,
     _check_rank,
     _check_tolerances,
     _complete,
@@ -685,10 +686,6 @@ def _cropped_apply(ns: CroppedPatchNullSpace, img: jax.Array, part: str,
         inner.complement(core, check_finite=False, accurate=accurate))
 
 
-def _to_jax(a, dtype):
-    return jnp.asarray(np.asarray(a, np.float64).astype(np.dtype(dtype)))  # cast on the host
-
-
 def _jax_tol(s_j, tol: float, rank_count: int, dtype):
     """``tol`` in ``dtype`` such that ``#{s_j > tol} == rank_count`` survives the cast."""
     t = np.asarray(tol, dtype=np.dtype(dtype))
@@ -758,12 +755,12 @@ def conv_null_space(
         sp = _spectrum(g, kmat, method, rtol, atol, dtype, vectors=True)
     else:
         sp = _spectrum_at_rank(g, kmat, rank, vectors=True)
-    s_j = _to_jax(sp.s, dtype)
+    s_j = _cast(sp.s, dtype)
     if sp.method == "patch":
         kh, kw = g.kernel_hw
         ho, wo = g.output_hw
         r = sp.rank // g.positions
-        fields = dict(row_basis=_to_jax(sp.basis, dtype), singular_values=s_j,
+        fields = dict(row_basis=_cast(sp.basis, dtype), singular_values=s_j,
                       tol=_jax_tol(s_j, sp.tol, r, dtype), n=g.n, rank=sp.rank,
                       input_shape=input_shape, patch=(kh, kw))
         if (ho * kh, wo * kw) == input_shape[:2]:
@@ -774,7 +771,7 @@ def conv_null_space(
         eye = np.eye(g.n, dtype=np.dtype(dtype))
         rb = jnp.asarray(eye if covered.size == g.n else eye[:, covered])
     else:
-        rb = _to_jax(sp.basis, dtype)
+        rb = _cast(sp.basis, dtype)
     return NullSpace(row_basis=rb, singular_values=s_j, tol=_jax_tol(s_j, sp.tol, sp.rank, dtype),
                      n=g.n, rank=sp.rank, input_shape=input_shape,
                      null_basis=_small_null_basis(sp, g.n, dtype))
@@ -798,7 +795,7 @@ def _small_null_basis(sp, n: int, dtype):
         return None
     with jax.enable_x64(True):
         q = np.asarray(_complete(jnp.asarray(sp.basis, jnp.float64)))
-    return _to_jax(q, dtype)
+    return _cast(q, dtype)
 
 
 # --------------------------------------------------------------------------- Flax layers

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from jax import lax
+from scipy.linalg import lapack
 
 from nsjax import _cpu_kernel, blas
 
@@ -844,8 +845,6 @@ def _gram_factor(a: jax.Array, rtol: float, atol: float, rank: int | None):
     :func:`_complete` of it.  Should MRRR report a failure, all eigenvectors come from
     ``numpy.linalg.eigh`` instead (same ``G``, same accuracy).
     """
-    from scipy.linalg import lapack  # noqa: PLC0415  (SciPy loads with jax; only used here)
-
     a64 = np.asarray(a, np.float64)
     n = a64.shape[1]
     g = a64.T @ a64  # NumPy: one syrk; symmetric, so g.T is its column-major view
@@ -911,7 +910,7 @@ def _cast(v, dtype) -> jax.Array:
     """``v`` (a JAX or NumPy array or scalar) as a JAX array of ``dtype``: a NumPy value is
     cast on the host and transferred once."""
     if isinstance(v, np.ndarray | np.generic):
-        return jnp.asarray(np.asarray(v).astype(dtype))
+        return jnp.asarray(np.asarray(v).astype(np.dtype(dtype)))
     return v.astype(dtype)
 
 

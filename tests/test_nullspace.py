@@ -391,9 +391,8 @@ def test_lapack_threads_caps_and_restores(monkeypatch):
         assert all(v == 1 for v in blas.openblas_threads().values())
     assert blas.openblas_threads() == before
     # small work: one thread even with free cores; large work: the free cores
-    blas.set_openblas_threads(2)
     monkeypatch.setattr(blas, "free_cpus", lambda: 2)
-    try:
+    with blas.limit_blas_threads(2):
         if set(blas.openblas_threads().values()) != {2}:
             pytest.skip("OpenBLAS here cannot run 2 threads (a 1-core machine)")
         for work, threads in ((blas.SINGLE_THREAD_WORK / 2, 1), (blas.SINGLE_THREAD_WORK, 2),
@@ -401,9 +400,7 @@ def test_lapack_threads_caps_and_restores(monkeypatch):
             with blas.lapack_threads(work):
                 assert set(blas.openblas_threads().values()) == {threads}
             assert set(blas.openblas_threads().values()) == {2}
-    finally:
-        for (_, put), n in zip(blas._libs_once(), before.values(), strict=True):
-            put(n)
+    assert blas.openblas_threads() == before
 
 
 def test_small_factorisations_run_on_one_openblas_thread(monkeypatch):
@@ -412,24 +409,19 @@ def test_small_factorisations_run_on_one_openblas_thread(monkeypatch):
     second one costs more than it gains (``blas.SINGLE_THREAD_WORK``)."""
     from nsjax import _nullspace, blas
 
-    before = blas.openblas_threads()
-    blas.set_openblas_threads(2)
     monkeypatch.setattr(blas, "free_cpus", lambda: 2)
     seen = {}
     for name in ("_row_gram_factor", "_complete"):
         real = getattr(_nullspace, name)
         monkeypatch.setattr(_nullspace, name, lambda *a, _r=real, _n=name: (
             seen.setdefault(_n, set(blas.openblas_threads().values())), _r(*a))[1])
-    try:
+    with blas.limit_blas_threads(2):
         if set(blas.openblas_threads().values()) != {2}:
             pytest.skip("OpenBLAS here cannot run 2 threads (a 1-core machine)")
         a = np.random.default_rng(2).standard_normal((32, 784)).astype(np.float32)
         nsjax.null_space(a).basis()
         assert seen == {"_row_gram_factor": {1}, "_complete": {1}}
         assert set(blas.openblas_threads().values()) == {2}  # restored after
-    finally:
-        for (_, put), n in zip(blas._libs_once(), before.values(), strict=True):
-            put(n)
 
 
 def test_patch_null_space_projects_and_completes_like_the_dense_operator():
