@@ -68,9 +68,12 @@ def _tol(x):
 
 # (m, n, c): B = 0; n = 1 (and rank = n); rank = n with AVX-512 tails of 1 and 15 lanes
 # (n = 17, 31) and AVX2 tails of 1 and 7; rank 17 and 31 (padded to 32 columns) on rows
-# whose length leaves tails of 1 (785) and 15 (47) lanes; rank = n = MAX_COLS (no tail)
+# whose length leaves tails of 1 (785) and 15 (47) lanes; rank = n = MAX_COLS (no tail);
+# >= 1024 rows, where the kernel packs the basis into column panels (kPackMinRows): rank 100
+# (112 columns: AVX-512 ends on a 16-column panel) on rows of 785 (a full and a 1-lane
+# 16-wide tail panel of Rt) and rank 31 on rows of 47
 EDGE_CASES = [(0, 785, 32), (5, 1, 1), (9, 17, 17), (7, 31, 31), (11, 785, 17), (11, 47, 31),
-              (6, 256, 256), (25, 40, 1)]
+              (6, 256, 256), (25, 40, 1), (1100, 785, 100), (1031, 47, 31)]
 # 12000 x 785 float32 = 37.7 MB >= the kernel's 32 MB streaming-store threshold, with rows
 # of 785 floats (3140 bytes = 4 mod 32): only every 8th row starts 32-byte aligned, every
 # 16th 64-byte aligned, so the streaming stores must stay off (their row-alignment guard)
@@ -214,6 +217,26 @@ def test_vmap_over_x_and_over_bases():
     for i in range(4):
         np.testing.assert_allclose(np.asarray(h[i]), _ref(x[0], bs[i], True), rtol=0,
                                    atol=_tol(x))
+
+
+@needs_kernel
+@pytest.mark.parametrize("null_part", [True, False])
+def test_packed_basis_path_is_bit_identical_to_the_row_major_one(null_part):
+    # From 1024 rows per basis the kernel repacks R and Rt into column panels; each row's
+    # sums run in the same order either way, so a batch that is packed and its first rows
+    # projected alone (too few to pack) must agree exactly, for one basis and for a batch
+    # of bases under vmap (each basis packed separately).
+    x, b = _x((1100, 785)), _basis(785, 100, seed=1)
+    big = np.asarray(K.project_rows(x, b, null_part)[0])
+    small = np.asarray(K.project_rows(x[:13], b, null_part)[0])
+    np.testing.assert_array_equal(big[:13], small)
+    xs = _x((2, 1100, 200), seed=2)
+    bs = jnp.stack([_basis(200, 20, seed=s) for s in range(2)])
+    f = jax.vmap(lambda xi, bi: K.project_rows(xi, bi, null_part)[0])
+    big, small = np.asarray(f(xs, bs)), np.asarray(f(xs[:, :13], bs))
+    np.testing.assert_array_equal(big[:, :13], small)
+    for i in range(2):
+        np.testing.assert_allclose(big[i], _ref(xs[i], bs[i], null_part), rtol=0, atol=_tol(xs))
 
 
 @needs_kernel

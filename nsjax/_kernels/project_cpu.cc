@@ -41,7 +41,7 @@ constexpr int64_t kMaxCols = 256;  // rp limit: the coefficient tile lives on th
 constexpr int64_t kKBlock = 64;  // phase-1 summation block (see project_body.inc)
 
 using ProjectRowsFn = void (*)(const float*, const float*, const float*, float*, uint8_t*,
-                               int64_t, int64_t, int64_t, int64_t, bool, bool);
+                               int64_t, int64_t, int64_t, int64_t, bool, bool, bool);
 
 // Where the rows of a patch-layout projection live (project_body.inc, patch_rows).
 struct PatchGeom {
@@ -198,13 +198,64 @@ int Isa() {
   return std::min(isa, g_isa_cap.load());
 }
 
+// R (n, rp) and Rt (rp, n) of ``bases`` bases, repacked into the column panels that
+// project_body.inc reads (see there) for an ISA of w lanes: basis b's R panels at
+// r + b n rp, its Rt panels at rt + b npad rp, npad = n rounded up to w.  The inner loops
+// then read each panel front to back, one or two cache lines per step, instead of two
+// lines rp or n floats apart; 64-byte aligned.  Up to kPackCacheFloats the panels live in
+// a buffer the calling thread keeps for its next call (no allocation, no page faults on a
+// small call); larger ones in a buffer of their own.  A pool task of an earlier call that
+// starts late claims no chunk, so it never reads a buffer that was reused.
+constexpr int64_t kPackCacheFloats = int64_t{2} << 20;  // 8 MiB
+constexpr int64_t kPackMinRows = 1024;  // rows of x per basis from which packing pays
+struct PackedBasis {
+  std::vector<float> own;
+  float *r = nullptr, *rt = nullptr;
+  int64_t rt_size = 0;  // floats per basis in rt
+
+  PackedBasis(const float* r_in, const float* rt_in, int64_t bases, int64_t n, int64_t rp,
+              int64_t w) {
+    static thread_local std::vector<float> cache;
+    const int64_t r_size = n * rp, npad = (n + w - 1) / w * w;
+    rt_size = npad * rp;
+    const int64_t need = bases * (r_size + rt_size) + 16;
+    std::vector<float>& buf = need <= kPackCacheFloats ? cache : own;
+    if (static_cast<int64_t>(buf.size()) < need) buf.resize(need);
+    r = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) &
+                                 ~uintptr_t{63});
+    rt = r + bases * r_size;
+    const int64_t nfull = n / (2 * w) * (2 * w);
+    for (int64_t b = 0; b < bases; ++b) {
+      const float* src = r_in + b * r_size;
+      for (int64_t j0 = 0; j0 < rp; j0 += 2 * w) {
+        const int64_t pw = std::min(2 * w, rp - j0);
+        float* dst = r + b * r_size + j0 * n;
+        for (int64_t k = 0; k < n; ++k)
+          std::copy(src + k * rp + j0, src + k * rp + j0 + pw, dst + k * pw);
+      }
+      const float* srct = rt_in + b * r_size;
+      for (int64_t j = 0; j < n;) {
+        const int64_t pw = j < nfull ? 2 * w : w, valid = std::min(pw, n - j);
+        float* dst = rt + b * rt_size + j * rp;
+        for (int64_t l = 0; l < rp; ++l) {
+          std::copy(srct + l * n + j, srct + l * n + j + valid, dst + l * pw);
+          std::fill(dst + l * pw + valid, dst + (l + 1) * pw, 0.0f);
+        }
+        j += pw;
+      }
+    }
+  }
+};
+
 // Work shared by the calling thread and the tasks it schedules on XLA's intra-op pool.
 // Chunks are claimed with an atomic counter, so the caller only ever waits for chunks a
 // running thread has already claimed: no deadlock however busy the pool is, and a task
 // that starts late finds nothing left and returns.
 struct Job {
   ProjectRowsFn fn;
-  const float *x, *r, *rt;
+  const float *x, *r, *rt;  // R and Rt as given, or packed (then ``basis`` owns them)
+  std::unique_ptr<PackedBasis> basis;
+  int64_t rt_size;  // floats per basis in rt
   float* out;
   uint8_t* bad;
   std::vector<int64_t> x_of, basis_of;  // output slab g: x slab x_of[g], basis basis_of[g]
@@ -220,8 +271,8 @@ struct Job {
     for (int64_t c; (c = next.fetch_add(1)) < total;) {
       const int64_t g = c / chunks_per_slab, k = c % chunks_per_slab, b = basis_of[g];
       const int64_t r0 = k * chunk_rows, r1 = std::min(m, r0 + chunk_rows);
-      fn(x + x_of[g] * m * n, r + b * n * rp, rt + b * rp * n, out + g * m * n, bad + g * m,
-         r0, r1, n, rp, null_part, nt);
+      fn(x + x_of[g] * m * n, r + b * n * rp, rt + b * rt_size, out + g * m * n, bad + g * m,
+         r0, r1, n, rp, null_part, nt, basis != nullptr);
       ++finished;
     }
     if (nt) StoreFence();
@@ -267,13 +318,22 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   auto job = std::make_shared<Job>();
   job->fn = RowsFn(isa);
   job->x = x.typed_data();
-  job->r = r.typed_data();
-  job->rt = rt.typed_data();
   job->out = out->typed_data();
   job->bad = bad->typed_data();
   job->n = n;
   job->rp = rp;
   job->null_part = null_part;
+  int64_t bases = 1;
+  for (size_t i = 0; i < nb; ++i) bases *= rd[i];
+  job->r = r.typed_data();
+  job->rt = rt.typed_data();
+  job->rt_size = rp * n;
+  if (slabs * m >= kPackMinRows * bases) {  // below, the copy costs more than it saves
+    job->basis = std::make_unique<PackedBasis>(job->r, job->rt, bases, n, rp, Lanes(isa));
+    job->r = job->basis->r;
+    job->rt = job->basis->rt;
+    job->rt_size = job->basis->rt_size;
+  }
   if (shared) {
     job->m = slabs * m;
     job->x_of.assign(1, 0);
@@ -326,7 +386,8 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
 // ProjectImpl on the patchified rows; no transposed copy of x or of the output.
 struct PatchJob {
   PatchRowsFn fn;
-  const float *x, *r, *rt;
+  const float* x;
+  std::unique_ptr<PackedBasis> basis;
   float* out;
   uint8_t* bad;
   PatchGeom geom;
@@ -345,7 +406,7 @@ struct PatchJob {
       float* xt = reinterpret_cast<float*>(
           (reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
       const int64_t r0 = c * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
-      fn(x, r, rt, out, bad, geom, r0, r1, rp, null_part, xt, xt + 16 * n);
+      fn(x, basis->r, basis->rt, out, bad, geom, r0, r1, rp, null_part, xt, xt + 16 * n);
       ++finished;
     }
     if (finished && done.fetch_add(finished) + finished == total) {
@@ -381,8 +442,8 @@ ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   auto job = std::make_shared<PatchJob>();
   job->fn = PatchFn(isa);
   job->x = x.typed_data();
-  job->r = r.typed_data();
-  job->rt = rt.typed_data();
+  job->basis = std::make_unique<PackedBasis>(r.typed_data(), rt.typed_data(), 1, n, rp,
+                                             Lanes(isa));
   job->out = out->typed_data();
   job->bad = bad->typed_data();
   job->geom = PatchGeom{per_image, w / pw, ph, pw * ch, w * ch, h * w * ch};
