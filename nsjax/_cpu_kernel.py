@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import math
 import os
 
 import jax
@@ -145,8 +146,13 @@ def project_rows_xla(x: jax.Array, basis: jax.Array, null_part: bool):
     return (x - perp if null_part else perp), coef
 
 
-def _kernel_call(x2: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False):
+def _kernel_call(x2: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False,
+                 shape: tuple[int, ...] | None = None):
     """``x2``: ``(M, n)``, ``basis``: ``(n, c)`` -> ``(out (M, n), bad uint8 (M,))``.
+
+    ``shape``: declare ``out`` in this shape instead (any of ``M n`` values, row-major):
+    the kernel writes the same bytes, and XLA, which copies a reshaped custom-call result
+    that leaves the computation (an extra pass into a fresh buffer), has nothing to copy.
 
     Under ``vmap`` (``vmap_method="expand_dims"``) an unbatched basis reaches the kernel
     with size-1 batch dims, which it broadcasts without copying.
@@ -163,9 +169,10 @@ def _kernel_call(x2: jax.Array, basis: jax.Array, null_part: bool, inplace: bool
     n, c = basis.shape
     rp = -(-c // LANES) * LANES
     r = jnp.pad(basis, ((0, 0), (0, rp - c)))  # zero columns add exact zeros
+    out_shape = x2.shape if inplace or shape is None else tuple(shape)  # an alias keeps x2's
     call = jax.ffi.ffi_call(
         TARGET,
-        (jax.ShapeDtypeStruct(x2.shape, jnp.float32),
+        (jax.ShapeDtypeStruct(out_shape, jnp.float32),
          jax.ShapeDtypeStruct(x2.shape[:1], jnp.uint8)),
         vmap_method="broadcast_all" if inplace else "expand_dims",
         input_output_aliases={0: 0} if inplace else None,
@@ -173,29 +180,32 @@ def _kernel_call(x2: jax.Array, basis: jax.Array, null_part: bool, inplace: bool
     return call(x2, r, r.T, null_part=bool(null_part))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _fused(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _fused(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False,
+           shape: tuple[int, ...] | None = None):
     n = basis.shape[0]
+    shape = x.shape if shape is None else shape
 
     def cpu(x, basis):
-        out, bad = _kernel_call(x.reshape(-1, n), basis, null_part, inplace)
-        return out.reshape(x.shape), jnp.all(bad == 0)
+        out, bad = _kernel_call(x.reshape(-1, n), basis, null_part, inplace, shape)
+        return out.reshape(shape), jnp.all(bad == 0)
 
     def other(x, basis):
         out, coef = project_rows_xla(x, basis, null_part)
-        return out, jnp.all(jnp.isfinite(coef))
+        return out.reshape(shape), jnp.all(jnp.isfinite(coef))
 
     return lax.platform_dependent(x, basis, cpu=cpu, default=other)
 
 
 @_fused.defjvp
-def _fused_jvp(null_part, inplace, primals, tangents):
-    out = _fused(*primals, null_part, inplace)
+def _fused_jvp(null_part, inplace, shape, primals, tangents):
+    out = _fused(*primals, null_part, inplace, shape)
     dout = jax.jvp(lambda x, b: project_rows_xla(x, b, null_part)[0], primals, tangents)[1]
-    return out, (dout, np.zeros((), jax.dtypes.float0))
+    return out, (dout.reshape(out[0].shape), np.zeros((), jax.dtypes.float0))
 
 
-def project_rows(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False):
+def project_rows(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False,
+                 shape: tuple[int, ...] | None = None):
     """``x - (x B) B^T`` (``null_part``) or ``(x B) B^T``, fused on CPU.
 
     Args:
@@ -208,10 +218,15 @@ def project_rows(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool 
       inplace: let the result take ``x``'s buffer (see :func:`_kernel_call`): free when
         ``x`` is donated to the enclosing ``jit`` or is a temporary there, one extra copy
         of ``x`` otherwise.  Off by default: a plain call keeps ``x``.
+      shape: the shape of ``out``, ``x.shape`` by default; any shape of as many values
+        (e.g. the images' ``(B, H, W, C)`` for ``x`` flattened to ``(B, H W C)``).  The
+        kernel writes the result in that shape, so XLA does not copy it (it copies a
+        reshaped kernel result that a compiled function returns).
 
     Returns:
-      ``(out, finite)``: ``(..., n)`` float32 and a scalar bool, False iff a coefficient
-      ``x B`` was NaN/inf (so iff ``x`` held NaN/inf, or was large enough to overflow).
+      ``(out, finite)``: ``shape`` (default ``(..., n)``) float32 and a scalar bool, False
+      iff a coefficient ``x B`` was NaN/inf (so iff ``x`` held NaN/inf, or was large enough
+      to overflow).
     """
     if not supports(basis):
         raise ValueError(f"the fused kernel takes a float32 (n, c) basis with 1 <= c <= "
@@ -221,7 +236,11 @@ def project_rows(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool 
     if x.dtype != jnp.float32 or x.shape[-1] != basis.shape[0]:
         raise ValueError(f"expected float32 (or float16/bfloat16) x of shape "
                          f"(..., {basis.shape[0]}), got {x.dtype} {x.shape}")
-    return _fused(x, basis, bool(null_part), bool(inplace))
+    shape = tuple(x.shape) if shape is None else tuple(int(d) for d in shape)
+    if math.prod(shape) != x.size:
+        raise ValueError(f"shape {shape} has {math.prod(shape)} values; x {x.shape} has "
+                         f"{x.size}")
+    return _fused(x, basis, bool(null_part), bool(inplace), shape)
 
 
 # ------------------------------------------------------------------ patch layout

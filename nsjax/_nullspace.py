@@ -330,10 +330,14 @@ def _coefficients(x: jax.Array, row_basis: jax.Array, accurate: bool) -> jax.Arr
     return main + corr
 
 
-@functools.partial(jax.jit, static_argnames=("part", "check", "accurate", "kernel", "inplace"))
+@functools.partial(jax.jit, static_argnames=("part", "check", "accurate", "kernel", "inplace",
+                                             "shape"))
 def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = True,
-                  accurate: bool = False, kernel: bool = False, inplace: bool = False):
-    """``x``: ``(..., n)``.  One fused call for any batch shape: no Python loop.
+                  accurate: bool = False, kernel: bool = False, inplace: bool = False,
+                  shape: tuple[int, ...] | None = None):
+    """``x``: ``(..., n)``.  One fused call for any batch shape: no Python loop.  The result
+    has ``shape`` (default ``x.shape``; the kernel writes it in that shape, see
+    :func:`nsjax._cpu_kernel.project_rows`).
 
     ``kernel``: use the fused CPU kernel (:mod:`nsjax._cpu_kernel`; XLA's matmuls on other
     platforms), which projects each tile of rows in cache: one pass over the batch instead
@@ -347,12 +351,13 @@ def _project_flat(row_basis: jax.Array, x: jax.Array, part: str, check: bool = T
     ``r`` values per row instead of ``n`` saves a full pass over the batch (85 -> 69 ms for
     ``benchmarks/projection_60k.py`` on 2 CPU cores).  Rank 0 checks ``x``.
     """
+    shape = x.shape if shape is None else shape
     if kernel:
-        out, finite = _cpu_kernel.project_rows(x, row_basis, part == "null", inplace)
+        out, finite = _cpu_kernel.project_rows(x, row_basis, part == "null", inplace, shape)
         return out, (finite if check else jnp.asarray(True))
     coef = _coefficients(x, row_basis, accurate)  # (..., r)
     perp = jnp.matmul(coef, row_basis.T, precision=HIGHEST)  # (..., n)
-    out = perp if part == "perp" else x - perp
+    out = (perp if part == "perp" else x - perp).reshape(shape)
     if not check:
         return out, jnp.asarray(True)
     return out, jnp.all(jnp.isfinite(coef if row_basis.shape[1] else x))
@@ -379,12 +384,12 @@ def _project_impl(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tup
         flip = {"null": "perp", "perp": "null"}[part]
         nb = ns.null_basis.astype(dtype)
         out, finite = _project_flat(nb, x.reshape(flat + (ns.n,)), flip, check, accurate,
-                                    use_kernel(nb), inplace)
+                                    use_kernel(nb), inplace, x.shape)
         return out.reshape(x.shape), finite
     rb = ns.row_basis.astype(dtype)
     if not patched:
         out, finite = _project_flat(rb, x.reshape(flat + (ns.n,)), part, check, accurate,
-                                    use_kernel(rb), inplace)
+                                    use_kernel(rb), inplace, x.shape)
     elif use_kernel(rb) and _cpu_kernel.supports_patches():
         # the kernel gathers each tile of patches from the images and scatters the result
         # back: no transposed copies of x or of the output

@@ -255,6 +255,59 @@ def test_nested_vmap_with_a_basis_per_outer_slice():
 
 
 @needs_kernel
+def test_result_in_the_callers_shape_is_the_same_bytes_without_a_copy():
+    # project_rows(x, b, shape=...) has the kernel write its result in the final shape:
+    # the same values as a reshape, under vmap (batch dims before that shape), with
+    # derivatives; and the compiled function has no copy of the result.  XLA copies a
+    # reshaped custom-call result that leaves the computation when the shape has a size-1
+    # dim, e.g. grayscale images (B, H, W, 1): a full extra pass into a fresh buffer.
+    x, b = _x((12, 5, 6, 1)), _basis(30, 7)
+    flat = x.reshape(12, 30)
+    out, finite = K.project_rows(flat, b, False, shape=x.shape)
+    assert out.shape == x.shape and bool(finite)
+    np.testing.assert_array_equal(np.asarray(out),
+                                  np.asarray(K.project_rows(flat, b, False)[0]).reshape(x.shape))
+    xs = _x((3, 12, 5, 6, 1), seed=4)
+    bs = jnp.stack([_basis(30, 7, seed=s) for s in range(3)])
+    v = jax.vmap(lambda xi, bi: K.project_rows(xi.reshape(12, 30), bi, True, shape=xi.shape))
+    vo, vf = v(xs, bs)
+    assert vo.shape == xs.shape and vf.shape == (3,)
+    for i in range(3):
+        np.testing.assert_allclose(np.asarray(vo[i]).reshape(12, 30),
+                                   _ref(xs[i].reshape(12, 30), bs[i], True), rtol=0,
+                                   atol=_tol(xs))
+    t = _x((12, 30), seed=5)
+    _, jk = jax.jvp(lambda z: K.project_rows(z, b, True, shape=x.shape)[0], (flat,), (t,))
+    assert jk.shape == x.shape
+    np.testing.assert_allclose(np.asarray(jk).reshape(12, 30), _ref(t, b, True), rtol=0,
+                               atol=_tol(t))
+    with pytest.raises(ValueError, match="has 60 values"):
+        K.project_rows(flat, b, True, shape=(12, 5))
+
+    def copies(f, *args):
+        hlo = jax.jit(f).lower(*args).compile().as_text()
+        entry = hlo[hlo.index("ENTRY"):]
+        # an instruction that writes a new (12, 5, 6, 1) float32 array: a copy or a fusion
+        return [ln for ln in entry.splitlines()
+                if " = f32[12,5,6,1]" in ln and (" copy(" in ln or " fusion(" in ln)]
+
+    def reshaped_after(z, c):  # what nsjax did before
+        out, fin = K.project_rows(z.reshape(12, 30), c, True)
+        return out.reshape(z.shape), fin
+
+    assert copies(reshaped_after, x, b)  # the check sees XLA's copy ...
+    assert not copies(lambda z, c: K.project_rows(z.reshape(12, 30), c, True, shape=z.shape),
+                      x, b)  # ... and there is none when the kernel writes the shape
+    for rank in (7, 25):  # the row basis, and the null basis (dim 5 < rank 25)
+        a = np.random.default_rng(rank).standard_normal((rank, 30))
+        ns = nsjax.null_space(jnp.asarray(a, jnp.float32), input_shape=(5, 6, 1))
+        assert _nullspace.uses_cpu_kernel(ns) and (ns.null_basis is not None) == (rank == 25)
+        for part in ("null", "perp"):
+            assert not copies(lambda z: _nullspace._project_impl(ns, z, part, True, (12,),
+                                                                 False, False), x)
+
+
+@needs_kernel
 def test_derivatives_match_the_xla_reference():
     x, b = _x((6, 100)), _basis(100, 10)
     w = _x((6, 100), seed=9)

@@ -5,7 +5,8 @@
 // x: (..., M, n) float32, R: (..., n, rp) float32 with rp a multiple of 16 (zero-padded
 // columns are allowed), Rt = R^T: (..., rp, n).  Each leading (vmap) dim of x, R and Rt is
 // the output's or 1 (broadcast: vmap_method="expand_dims", nothing copied).
-// Results: out (..., M, n) float32 and bad (..., M) uint8, 1 for each row whose
+// Results: out (..., M, n) float32 (or, after the batch dims, any shape of M n values:
+// the caller's final shape) and bad (..., M) uint8, 1 for each row whose
 // coefficients x R held a NaN or +-inf (i.e. the row held NaN/inf, see nsjax/_nullspace.py).
 //
 // Why a kernel: XLA:CPU runs the two skinny matmuls as separate Eigen calls and the
@@ -291,15 +292,21 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   auto xd = x.dimensions(), rd = r.dimensions(), td = rt.dimensions();
   auto od = out->dimensions();
   if (xd.size() < 2 || rd.size() != xd.size() || td.size() != xd.size() ||
-      od.size() != xd.size())
+      od.size() + 1 < xd.size())
     return ffi::Error::InvalidArgument("nsjax_project_f32: expected x (..., M, n), "
-                                       "R (..., n, rp), Rt (..., rp, n) of equal rank");
+                                       "R (..., n, rp), Rt (..., rp, n) of equal rank, "
+                                       "out (..., any shape of M n values)");
   const size_t nb = xd.size() - 2;
   const int64_t m = xd[nb], n = xd[nb + 1], rp = rd[nb + 1];
-  if (od[nb] != m || od[nb + 1] != n || rd[nb] != n || td[nb] != rp || td[nb + 1] != n ||
+  // The output's dims after the batch dims are any shape of M n values (row-major, like
+  // x's): a reshape here is free, where XLA copies a reshaped custom-call result.
+  int64_t out_values = 1;
+  for (size_t i = nb; i < od.size(); ++i) out_values *= od[i];
+  if (out_values != m * n || rd[nb] != n || td[nb] != rp || td[nb + 1] != n ||
       rp % Lanes(isa) != 0 || rp > kMaxCols || rp <= 0)
     return ffi::Error::InvalidArgument("nsjax_project_f32: expected R (n, rp), Rt (rp, n) with "
-                                       "0 < rp <= 256, rp a multiple of 16");
+                                       "0 < rp <= 256, rp a multiple of 16, and M n output "
+                                       "values per batch element");
   int64_t slabs = 1;
   bool shared = true;  // one basis, x not broadcast: treat x as one (slabs * M, n) slab
   for (size_t i = 0; i < nb; ++i) {
