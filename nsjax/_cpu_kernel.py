@@ -146,22 +146,25 @@ def project_rows_xla(x: jax.Array, basis: jax.Array, null_part: bool):
     return (x - perp if null_part else perp), coef
 
 
-def _kernel_call(x2: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False,
-                 shape: tuple[int, ...] | None = None):
-    """``x2``: ``(M, n)``, ``basis``: ``(n, c)`` -> ``(out (M, n), bad uint8 (M,))``.
+def _kernel_call(x: jax.Array, basis: jax.Array, null_part: bool, rows: int,
+                 inplace: bool = False):
+    """``x``: any shape of ``rows`` rows of ``n`` values (row-major, e.g. ``(M, n)`` or
+    ``(B, H, W, C)``), ``basis``: ``(n, c)`` -> ``(out, bad uint8 (rows,))``, ``out``
+    shaped like ``x``.
 
-    ``shape``: declare ``out`` in this shape instead (any of ``M n`` values, row-major):
-    the kernel writes the same bytes, and XLA, which copies a reshaped custom-call result
-    that leaves the computation (an extra pass into a fresh buffer), has nothing to copy.
+    The kernel writes ``out`` in ``x``'s shape: XLA copies a reshaped custom-call result
+    that leaves the computation (an extra pass into a fresh buffer, e.g. for grayscale
+    images ``(B, H, W, 1)``), so the caller passes ``x`` already in the result's shape
+    (reshaping an input is free).
 
     Under ``vmap`` (``vmap_method="expand_dims"``) an unbatched basis reaches the kernel
     with size-1 batch dims, which it broadcasts without copying.
 
-    ``inplace``: the output aliases ``x2`` (``input_output_aliases={0: 0}``), so XLA writes
-    the result into ``x2``'s buffer when ``x2`` is dead afterwards: a donated argument
+    ``inplace``: the output aliases ``x`` (``input_output_aliases={0: 0}``), so XLA writes
+    the result into ``x``'s buffer when ``x`` is dead afterwards: a donated argument
     (``jax.jit(..., donate_argnums=...)``) or a temporary of the enclosing computation.  The
     kernel reads each row tile before it writes it, and each output row depends only on
-    the same input row, so projecting in place is exact.  Where ``x2`` is still needed
+    the same input row, so projecting in place is exact.  Where ``x`` is still needed
     (a parameter that is not donated, or used later) XLA copies it first: one extra pass,
     so this is for callers that know ``x`` is donated.  Under ``vmap`` every operand is
     broadcast (``broadcast_all``) so that ``x`` and the output have the same shape.
@@ -169,26 +172,24 @@ def _kernel_call(x2: jax.Array, basis: jax.Array, null_part: bool, inplace: bool
     n, c = basis.shape
     rp = -(-c // LANES) * LANES
     r = jnp.pad(basis, ((0, 0), (0, rp - c)))  # zero columns add exact zeros
-    out_shape = x2.shape if inplace or shape is None else tuple(shape)  # an alias keeps x2's
     call = jax.ffi.ffi_call(
         TARGET,
-        (jax.ShapeDtypeStruct(out_shape, jnp.float32),
-         jax.ShapeDtypeStruct(x2.shape[:1], jnp.uint8)),
+        (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct((rows,), jnp.uint8)),
         vmap_method="broadcast_all" if inplace else "expand_dims",
         input_output_aliases={0: 0} if inplace else None,
     )
-    return call(x2, r, r.T, null_part=bool(null_part))
+    return call(x, r, r.T, null_part=bool(null_part))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _fused(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False,
            shape: tuple[int, ...] | None = None):
-    n = basis.shape[0]
     shape = x.shape if shape is None else shape
 
     def cpu(x, basis):
-        out, bad = _kernel_call(x.reshape(-1, n), basis, null_part, inplace, shape)
-        return out.reshape(shape), jnp.all(bad == 0)
+        rows = math.prod(x.shape[:-1])
+        out, bad = _kernel_call(x.reshape(shape), basis, null_part, rows, inplace)
+        return out, jnp.all(bad == 0)
 
     def other(x, basis):
         out, coef = project_rows_xla(x, basis, null_part)

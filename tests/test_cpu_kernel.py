@@ -635,6 +635,16 @@ def test_donated_input_gives_its_buffer_to_the_result():
         xd = x + 0.0
         ptr = xd.unsafe_buffer_pointer()
         assert ns.project(xd, donate=True).unsafe_buffer_pointer() == ptr
+        # also for grayscale images (B, H, W, 1), whose reshaped result XLA would copy
+        nsi = nsjax.null_space(jax.random.normal(jax.random.key(0), (6, 40)),
+                               input_shape=(5, 8, 1))
+        ref = np.asarray(nsi.project(x)).reshape(300, 5, 8, 1)
+        xi = x.reshape(300, 5, 8, 1) + 0.0
+        ptr = xi.unsafe_buffer_pointer()
+        out = nsi.project(xi, donate=True)
+        assert xi.is_deleted() and out.shape == xi.shape
+        assert out.unsafe_buffer_pointer() == ptr
+        np.testing.assert_array_equal(np.asarray(out), ref)
 
 
 @needs_kernel

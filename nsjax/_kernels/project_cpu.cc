@@ -2,12 +2,13 @@
 //
 //   out = x - (x R) R^T   (null part)      or      out = (x R) R^T   (perp part)
 //
-// x: (..., M, n) float32, R: (..., n, rp) float32 with rp a multiple of 16 (zero-padded
-// columns are allowed), Rt = R^T: (..., rp, n).  Each leading (vmap) dim of x, R and Rt is
-// the output's or 1 (broadcast: vmap_method="expand_dims", nothing copied).
-// Results: out (..., M, n) float32 (or, after the batch dims, any shape of M n values:
-// the caller's final shape) and bad (..., M) uint8, 1 for each row whose
-// coefficients x R held a NaN or +-inf (i.e. the row held NaN/inf, see nsjax/_nullspace.py).
+// x: (..., M, n) float32 (after the batch dims, any shape of M n values: rows of n in
+// row-major order), R: (..., n, rp) float32 with rp a multiple of 16 (zero-padded columns
+// are allowed), Rt = R^T: (..., rp, n).  Each leading (vmap) dim of x, R and Rt is the
+// output's or 1 (broadcast: vmap_method="expand_dims", nothing copied).
+// Results: out, float32, shaped like x (or any other shape of M n values after the batch
+// dims), and bad (..., M) uint8, 1 for each row whose coefficients x R held a NaN or +-inf
+// (i.e. the row held NaN/inf, see nsjax/_nullspace.py); M is read from bad's shape.
 //
 // Why a kernel: XLA:CPU runs the two skinny matmuls as separate Eigen calls and the
 // subtraction as a third pass over the batch (3 reads and 2 writes of x, and the k = rp
@@ -290,27 +291,30 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const int isa = Isa();
   if (isa == 0) return ffi::Error::Internal("nsjax_project_f32: no AVX2/AVX-512 on this CPU");
   auto xd = x.dimensions(), rd = r.dimensions(), td = rt.dimensions();
-  auto od = out->dimensions();
-  if (xd.size() < 2 || rd.size() != xd.size() || td.size() != xd.size() ||
-      od.size() + 1 < xd.size())
-    return ffi::Error::InvalidArgument("nsjax_project_f32: expected x (..., M, n), "
-                                       "R (..., n, rp), Rt (..., rp, n) of equal rank, "
-                                       "out (..., any shape of M n values)");
-  const size_t nb = xd.size() - 2;
-  const int64_t m = xd[nb], n = xd[nb + 1], rp = rd[nb + 1];
-  // The output's dims after the batch dims are any shape of M n values (row-major, like
-  // x's): a reshape here is free, where XLA copies a reshaped custom-call result.
-  int64_t out_values = 1;
+  auto od = out->dimensions(), bd = bad->dimensions();
+  if (rd.size() < 2 || td.size() != rd.size() || bd.size() + 1 != rd.size() ||
+      xd.size() < bd.size() || od.size() < bd.size())
+    return ffi::Error::InvalidArgument("nsjax_project_f32: expected R (..., n, rp), "
+                                       "Rt (..., rp, n), bad (..., M), and x and out "
+                                       "(..., any shape of M n values)");
+  const size_t nb = rd.size() - 2;
+  const int64_t m = bd[nb], n = rd[nb], rp = rd[nb + 1];
+  // After the batch dims, x and out may have any shape of M n values (row-major): a
+  // reshape here is free, where XLA copies a reshaped custom-call result on its way out
+  // (and then an output that aliases x could not keep x's shape).
+  int64_t x_values = 1, out_values = 1;
+  for (size_t i = nb; i < xd.size(); ++i) x_values *= xd[i];
   for (size_t i = nb; i < od.size(); ++i) out_values *= od[i];
-  if (out_values != m * n || rd[nb] != n || td[nb] != rp || td[nb + 1] != n ||
+  if (x_values != m * n || out_values != m * n || td[nb] != rp || td[nb + 1] != n ||
       rp % Lanes(isa) != 0 || rp > kMaxCols || rp <= 0)
     return ffi::Error::InvalidArgument("nsjax_project_f32: expected R (n, rp), Rt (rp, n) with "
-                                       "0 < rp <= 256, rp a multiple of 16, and M n output "
-                                       "values per batch element");
+                                       "0 < rp <= 256, rp a multiple of 16, and M n values of "
+                                       "x and of out per batch element");
   int64_t slabs = 1;
   bool shared = true;  // one basis, x not broadcast: treat x as one (slabs * M, n) slab
   for (size_t i = 0; i < nb; ++i) {
-    if (td[i] != rd[i] || (rd[i] != od[i] && rd[i] != 1) || (xd[i] != od[i] && xd[i] != 1))
+    if (td[i] != rd[i] || (rd[i] != od[i] && rd[i] != 1) || (xd[i] != od[i] && xd[i] != 1) ||
+        bd[i] != od[i])
       return ffi::Error::InvalidArgument("nsjax_project_f32: a batch dim of x, R or Rt is "
                                          "neither the output's nor 1");
     shared = shared && rd[i] == 1 && xd[i] == od[i];
