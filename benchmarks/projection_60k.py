@@ -7,7 +7,8 @@ Run from the repository root::
 
 A plain process by default (nothing set in the environment, no re-execution): what a user
 gets.  It checks every variant against a float64 NumPy reference, then times, interleaved
-and after warm-up, nsjax (``project`` with and without the finite check, ``complement``),
+and after warm-up, nsjax (``project`` with and without the finite check, on the batch as
+``(B, 28, 28, 1)`` images too, ``complement``),
 the paper-style pipeline ``X @ N @ N.T`` with ``N = scipy.linalg.null_space(W1)``, the NumPy
 one-liner ``X - (X R) R.T``, the same in ``jnp`` under ``jax.jit``, PyTorch if importable,
 the elementwise pass ``x + 0`` and a 2048^3 GEMM (for the flops floor), and prints the
@@ -29,6 +30,7 @@ LABELS = {
     "nsjax": "nsjax ns.project(x)",
     "nsjax_nocheck": "nsjax, check_finite=False",
     "nsjax_complement": "nsjax ns.complement(x)",
+    "nsjax_images": "nsjax, x as (B, 28, 28, 1)",
     "nsjax_xla": "nsjax via XLA matmuls",
     "paper": "paper: X @ N @ N.T",
     "numpy": "NumPy: X - (X R) R.T",
