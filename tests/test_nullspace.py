@@ -542,8 +542,8 @@ def test_gram_route_computes_only_the_smaller_sides_vectors(monkeypatch, m, n, r
 
 def test_wide_float32_matrices_of_full_row_rank_take_the_row_gram_route(monkeypatch):
     """``m < n`` float32, full row rank: singular values from ``eigvalsh(A A^T)`` (within
-    ``sqrt(eps64) sigma_max`` of a float64 SVD's), the row basis from a QR of ``A^T``
-    (projector within ``4 eps`` of the SVD's, row residual below ``eps``).  Rank deficient,
+    ``sqrt(eps64) sigma_max`` of a float64 SVD's), the row basis from a CholeskyQR2 of the
+    rows (projector within ``4 eps`` of the SVD's, row residual below ``eps``).  Rank deficient,
     a given ``rank < m``, or ``rtol`` below the Gram resolution: the SVD decides."""
     from nsjax import _nullspace
 
@@ -575,6 +575,28 @@ def test_wide_float32_matrices_of_full_row_rank_take_the_row_gram_route(monkeypa
     calls.clear()
     assert nsjax.null_space(a, rank=20).rank == 20 and calls == []
     assert nsjax.null_space(a, rtol=1e-9).rank == 24 and calls == []
+
+
+@pytest.mark.parametrize("cond", [1.0, 1e3, 9e5])
+def test_cholesky_qr2_is_orthonormal_and_spans_the_rows(cond):
+    """The wide route's row basis (float64): orthonormal to a few eps64 and spanning the
+    rows (``|A - A Q Q^T| <= a few eps64 |A|``) up to ``cond(A) ~ 1 / GRAM_MIN_RTOL``, the
+    route's limit; where a Cholesky factorisation fails it falls back on a Householder QR.
+    One CholeskyQR step alone would leave ``~cond^2 eps64`` (8e-5 at ``cond = 9e5``)."""
+    from nsjax import _nullspace
+
+    rng = np.random.default_rng(7)
+    u = np.linalg.qr(rng.standard_normal((20, 20)))[0]
+    v = np.linalg.qr(rng.standard_normal((90, 20)))[0]
+    a = (u * np.geomspace(1.0, 1.0 / cond, 20)) @ v.T  # (20, 90), singular values 1..1/cond
+    q = _nullspace._cholesky_qr2(a, a @ a.T)
+    eps64 = np.finfo(np.float64).eps
+    assert q.shape == (90, 20)
+    assert np.abs(q.T @ q - np.eye(20)).max() <= 20 * eps64
+    assert np.linalg.norm(a - a @ q @ q.T, 2) <= 20 * eps64 * np.linalg.norm(a, 2)
+    # not positive definite: the Householder QR answers (the same row space)
+    q2 = _nullspace._cholesky_qr2(a, -(a @ a.T))
+    np.testing.assert_allclose(q2 @ q2.T, q @ q.T, atol=1e-9)
 
 
 @pytest.mark.filterwarnings("ignore::nsjax._nullspace.TransposedKernelWarning")
