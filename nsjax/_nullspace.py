@@ -895,7 +895,7 @@ def _row_gram_factor(a: jax.Array, rtol: float, atol: float):
     (``m x m``; the precision argument of :func:`_gram_factor`).  At full row rank the row
     space is spanned by the rows themselves, and :func:`_cholesky_qr2` orthonormalises
     them from the same ``G`` with BLAS-3 work only, where LAPACK's Householder QR of a
-    skinny ``a^T`` runs mostly BLAS-2 (0.6 ms against 0.4 ms for ``64 x 256``).
+    skinny ``a^T`` runs mostly BLAS-2 (timings: ``docs/results/performance-null-basis.md``).
     """
     a64 = np.asarray(a, np.float64)
     m, n = a64.shape
@@ -916,9 +916,9 @@ def _cholesky_qr2(a64: np.ndarray, g: np.ndarray) -> np.ndarray:
     ``|Q1^T Q1 - I| ~ cond(a)^2 eps64``; the second takes it to ``~eps64`` for
     ``cond(a) << eps64^-1/2 ~ 7e7``, and the Gram route keeps ``cond(a) < 1 /
     GRAM_MIN_RTOL = 1e6``.  ``L^-1`` is formed (``m x m``, LAPACK ``trtri``) and applied
-    with a matmul: OpenBLAS's triangular solve with ``n`` right-hand sides is several times
-    slower at these sizes, and every row of ``L^-1 a`` is still a combination of the rows of
-    ``a``, so the span is kept to rounding.  Should a Cholesky factorisation fail anyway, a
+    with a matmul, which OpenBLAS runs faster than a triangular solve with ``n``
+    right-hand sides; every row of ``L^-1 a`` is still a combination of the rows of ``a``,
+    so the span is kept to rounding.  Should a Cholesky factorisation fail anyway, a
     Householder QR of ``a^T`` gives the basis."""
     q = a64
     try:
