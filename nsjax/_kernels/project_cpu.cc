@@ -249,6 +249,12 @@ struct PackedBasis {
   }
 };
 
+// Chunks of rows per worker thread.  Whoever finishes early claims the next chunk, so the
+// most a worker that is preempted or slowed (a busy core, a VM's other tenants) can hold
+// back the call is the rest of one chunk: small chunks bound that wait, and each costs
+// only an atomic increment.
+constexpr int64_t kChunksPerWorker = 16;
+
 // Work shared by the calling thread and the tasks it schedules on XLA's intra-op pool.
 // Chunks are claimed with an atomic counter, so the caller only ever waits for chunks a
 // running thread has already claimed: no deadlock however busy the pool is, and a task
@@ -378,8 +384,8 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const double flops = 4.0 * slabs * m * n * rp;
   const int64_t workers = flops < 4e6 ? 1 : threads;  // below ~20 us, scheduling costs more
-  // ~4 chunks per worker for balance, each a multiple of 24 rows (whole MR-row tiles)
-  int64_t chunk = (slabs * m + 4 * workers - 1) / (4 * workers);
+  // ~kChunksPerWorker chunks per worker, each a multiple of 24 rows (whole MR-row tiles)
+  int64_t chunk = (slabs * m + kChunksPerWorker * workers - 1) / (kChunksPerWorker * workers);
   chunk = std::max<int64_t>(24, (chunk + 23) / 24 * 24);
   job->chunk_rows = std::min(chunk, job->m);
   job->chunks_per_slab = (job->m + job->chunk_rows - 1) / job->chunk_rows;
@@ -466,7 +472,7 @@ ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (job->out != job->x) AdviseHugePages(job->out, bytes);
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t workers = 4.0 * rows * n * rp < 4e6 ? 1 : threads;
-  int64_t chunk = (rows + 4 * workers - 1) / (4 * workers);
+  int64_t chunk = (rows + kChunksPerWorker * workers - 1) / (kChunksPerWorker * workers);
   chunk = std::max<int64_t>(48, (chunk + 47) / 48 * 48);
   job->chunk_rows = std::min(chunk, rows);
   job->total = (rows + job->chunk_rows - 1) / job->chunk_rows;
