@@ -182,10 +182,8 @@ def _kernel_call(x: jax.Array, basis: jax.Array, null_part: bool, rows: int,
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _fused(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool = False,
-           shape: tuple[int, ...] | None = None):
-    shape = x.shape if shape is None else shape
-
+def _fused(x: jax.Array, basis: jax.Array, null_part: bool, inplace: bool,
+           shape: tuple[int, ...]):
     def cpu(x, basis):
         rows = math.prod(x.shape[:-1])
         out, bad = _kernel_call(x.reshape(shape), basis, null_part, rows, inplace)

@@ -384,9 +384,8 @@ def _project_impl(ns: NullSpace, x: jax.Array, part: str, check: bool, flat: tup
     if ns.null_basis is not None and not patched:
         flip = {"null": "perp", "perp": "null"}[part]
         nb = ns.null_basis.astype(dtype)
-        out, finite = _project_flat(nb, x.reshape(flat + (ns.n,)), flip, check, accurate,
-                                    use_kernel(nb), inplace, x.shape)
-        return out.reshape(x.shape), finite
+        return _project_flat(nb, x.reshape(flat + (ns.n,)), flip, check, accurate,
+                             use_kernel(nb), inplace, x.shape)
     rb = ns.row_basis.astype(dtype)
     if not patched:
         out, finite = _project_flat(rb, x.reshape(flat + (ns.n,)), part, check, accurate,
