@@ -6,6 +6,7 @@ like sqrt(n) eps |x|, and we allow 16 sqrt(n) eps max|x| (n = 784: 5e-5; measure
 A wrong index or a missed tail column gives errors of order |x|.
 """
 
+import math
 import os
 import platform
 import subprocess
@@ -580,6 +581,89 @@ def test_huge_page_advice_on_or_off_gives_the_same_bits_between_allocations(reco
 
 needs_patches = pytest.mark.skipif(not (K.available() and K.supports_patches()),
                                    reason="no patch-layout kernel in this build")
+
+
+def _advice_runs(call, limits):
+    """``call()``'s result and the kernel's advice stats under each slow-fault limit (ms),
+    and (key ``None``) its result without advice."""
+    out = {}
+    previous = K.set_slow_fault_ms(limits[0])
+    try:
+        K.set_hugepages(False)
+        out[None] = (np.asarray(call()), None)
+        K.set_hugepages(True)
+        for ms in limits:
+            K.set_slow_fault_ms(ms)
+            y = np.asarray(call())
+            out[ms] = (y, K.advice_stats())
+    finally:
+        K.set_hugepages(True)
+        K.set_slow_fault_ms(previous)
+    return out
+
+
+@needs_kernel
+def test_huge_page_probe_stops_the_advice_at_a_slow_fault_and_changes_no_bits():
+    # 24000 x 784 float32: a 75 MB output, 34-35 whole 2 MiB regions, so more regions than
+    # worker threads.  Limit inf: every region is advised and probed, none is slow.  Limit
+    # 0: every probe is slow, so each worker probes at most one region and the advice stops
+    # there; without the stop every region would still be probed.
+    b = _basis(784, 32)
+    x = _fresh((24_000, 784), 8)
+    f = jax.jit(lambda x: K.project_rows(x, b, True)[0])
+    runs = _advice_runs(lambda: f(x), [math.inf, 0.0, 2.0])
+    every, stopped, default = (runs[ms][1] for ms in (math.inf, 0.0, 2.0))
+    assert every["regions"] >= 34
+    assert every == {"regions": every["regions"], "probed": every["regions"], "slow": 0}
+    assert stopped["regions"] >= 34  # 34 or 35, by where the allocator put the output
+    assert 1 <= stopped["probed"] == stopped["slow"] <= min(os.cpu_count() or 1, 8)
+    assert stopped["probed"] < stopped["regions"]
+    assert default["slow"] <= default["probed"] <= default["regions"]
+    ref = _ref(np.asarray(x), b, True)
+    for y, _ in runs.values():  # a probe writes a zero byte only where the kernel writes next
+        assert np.max(np.abs(y - ref)) <= _tol(x)
+        np.testing.assert_array_equal(y, runs[None][0])
+    with pytest.raises(ValueError, match="ms >= 0"):
+        K.set_slow_fault_ms(-1.0)
+
+
+@needs_kernel
+def test_huge_page_probe_in_the_patch_layout_entry():
+    if not K.supports_patches():
+        pytest.skip("no patch-layout kernel in this build")
+    # 1024 images of 64x64x3 in 16x16 patches: a 50 MB output, 24 whole 2 MiB regions.  A
+    # worker probes the regions that start in images it projects whole.
+    q = np.linalg.qr(np.random.default_rng(3).standard_normal((768, 40)))[0]
+    basis = jnp.asarray(q, jnp.float32)
+    x = _fresh((1024, 64, 64, 3), 12)
+    f = jax.jit(lambda x: K.project_patches(x, basis, (16, 16), True)[0])
+    runs = _advice_runs(lambda: f(x), [math.inf, 0.0])
+    every, stopped = runs[math.inf][1], runs[0.0][1]
+    assert every["regions"] >= 23 and every["slow"] == 0
+    assert every["regions"] // 2 <= every["probed"] <= every["regions"]
+    assert 1 <= stopped["probed"] == stopped["slow"] <= min(os.cpu_count() or 1, 8)
+    for y, _ in runs.values():
+        np.testing.assert_array_equal(y, runs[None][0])
+    rows = np.asarray(x, np.float64).reshape(1024, 4, 16, 4, 16, 3)
+    rows = rows.transpose(0, 1, 3, 2, 4, 5).reshape(-1, 768)
+    ref = _ref(rows, q, True).reshape(1024, 4, 4, 16, 16, 3).transpose(0, 1, 3, 2, 4, 5)
+    assert np.max(np.abs(runs[0.0][0] - ref.reshape(x.shape))) <= _tol(rows)
+
+
+@needs_kernel
+def test_huge_page_probe_skips_small_and_in_place_outputs():
+    b = _basis(784, 32)
+    big = jax.jit(lambda x: K.project_rows(x, b, True)[0])
+    big(_fresh((3000, 784), 9)).block_until_ready()  # 9.4 MB: advised
+    before = K.advice_stats()
+    assert before["regions"] >= 3 and before["probed"] >= 1
+    small = _fresh((1000, 784), 10)  # 3.1 MB < 4 MiB: left to the allocator
+    np.asarray(jax.jit(lambda x: K.project_rows(x, b, True)[0])(small))
+    x = _fresh((3000, 784), 11)  # in place: the donated pages are touched already
+    jax.jit(lambda x: K.project_rows(x, b, True, inplace=True)[0], donate_argnums=0)(x)
+    assert K.advice_stats() == before
+
+
 
 
 @needs_patches

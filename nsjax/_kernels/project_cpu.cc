@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -172,28 +173,79 @@ namespace {
 std::atomic<int> g_isa_cap{2};  // nsjax_project_cap_isa: test the AVX2 path on AVX-512
 std::atomic<bool> g_advise{true};  // nsjax_project_set_hugepages: measure without
 
-// Ask for transparent huge pages on the 2 MiB-aligned interior of a large output buffer,
-// before anything writes to it.  XLA:CPU's fresh output buffers come from malloc, i.e. from
-// a new mmap for anything this large, and on a kernel whose THP mode is ``madvise`` (a
-// common default) they are otherwise faulted in 4 KiB at a time: 45,938 faults for a
-// (60000, 784) float32 output, which on a VM cost more than the projection.  NumPy does
-// the same for its own large arrays.  Only pages not yet touched benefit; a failure (old
-// kernel, THP off) leaves the buffer as it was, so the result is ignored.
+// Transparent huge pages for a large output buffer, asked for region by region just before
+// the workers write it.  XLA:CPU's fresh output buffers come from malloc, i.e. from a new
+// mmap for anything this large, and on a kernel whose THP mode is ``madvise`` (a common
+// default) they are otherwise faulted in 4 KiB at a time: 45,938 faults for a (60000, 784)
+// float32 output, which on a VM cost more than the projection.  NumPy asks for huge pages on
+// its own large arrays too.
+//
+// But a huge page is not always the cheaper one.  On a VM whose balloon driver reports free
+// memory to the host (virtio free page reporting, e.g. Firecracker), memory the process has
+// not reused for a few seconds goes back to the host, and faulting a huge page of it in took
+// ~13 ms per 2 MiB where 4 KiB pages took ~0.8 ms per 2 MiB (docs/results/performance.md,
+// "Huge pages after idle").  So the first touch of each region is timed: a region whose
+// fault took longer than g_slow_fault_ns stops the advice for the rest of the buffer, which
+// is then faulted in 4 KiB pages.  A fast fault costs nothing extra (the page was to be
+// faulted in anyway); a slow one costs one region.  Regions are whole 2 MiB pages inside
+// the buffer; a worker only probes regions that start in rows it alone writes (the probe
+// writes a zero there before the kernel writes the row).  A failing madvise (old kernel,
+// THP off) leaves the buffer as it was, so its result is ignored.
 constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
 constexpr int64_t kAdviseMinBytes = int64_t{4} << 20;
-void AdviseHugePages(void* p, int64_t bytes) {
+std::atomic<int64_t> g_slow_fault_ns{2'000'000};  // nsjax_project_set_slow_fault_ns
+std::atomic<int64_t> g_advice_stats[3];  // the last advised call: regions, probed, slow
+
+struct HugePageAdvisor {
+  uintptr_t start = 0, end = 0;  // the buffer's whole 2 MiB regions; empty: no advice
+  int64_t slow_ns = 0;
+  std::atomic<bool> ok{true};
+  std::atomic<int64_t> probed{0}, slow{0};
+
+  void Init(void* p, int64_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (bytes < kAdviseMinBytes || !g_advise.load(std::memory_order_relaxed)) return;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  const uintptr_t start = (a + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t end = (a + static_cast<uintptr_t>(bytes)) & ~(kHugePage - 1);
-  if (end > start) (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+    if (bytes < kAdviseMinBytes || !g_advise.load(std::memory_order_relaxed)) return;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    start = (a + kHugePage - 1) & ~(kHugePage - 1);
+    end = std::max(start, (a + static_cast<uintptr_t>(bytes)) & ~(kHugePage - 1));
+    slow_ns = g_slow_fault_ns.load(std::memory_order_relaxed);
 #else
-  (void)p;
-  (void)bytes;
+    (void)p;
+    (void)bytes;
 #endif
-}
-  // nsjax_project_cap_isa: test the AVX2 path on AVX-512
+  }
+
+  // Before a worker writes bytes [b, e) of the buffer (bytes no other worker writes).
+  void Before(const void* b, const void* e) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t stop = std::min(reinterpret_cast<uintptr_t>(e), end);
+    for (uintptr_t r = std::max(start, (reinterpret_cast<uintptr_t>(b) + kHugePage - 1) &
+                                           ~(kHugePage - 1));
+         r < stop && ok.load(std::memory_order_relaxed); r += kHugePage) {
+      (void)madvise(reinterpret_cast<void*>(r), kHugePage, MADV_HUGEPAGE);
+      const auto t0 = std::chrono::steady_clock::now();
+      *reinterpret_cast<volatile char*>(r) = 0;  // the first touch faults the page in
+      const auto dt = std::chrono::steady_clock::now() - t0;
+      probed.fetch_add(1, std::memory_order_relaxed);
+      if (std::chrono::duration_cast<std::chrono::nanoseconds>(dt).count() > slow_ns) {
+        slow.fetch_add(1, std::memory_order_relaxed);
+        ok.store(false, std::memory_order_relaxed);
+      }
+    }
+#else
+    (void)b;
+    (void)e;
+#endif
+  }
+
+  // After the call: what nsjax_project_advice_stats reports.
+  void Record() const {
+    if (end == start) return;
+    g_advice_stats[0] = static_cast<int64_t>((end - start) / kHugePage);
+    g_advice_stats[1] = probed.load();
+    g_advice_stats[2] = slow.load();
+  }
+};
 
 int Isa() {
   static const int isa = DetectIsa();
@@ -269,6 +321,7 @@ struct Job {
   std::vector<int64_t> x_of, basis_of;  // output slab g: x slab x_of[g], basis basis_of[g]
   int64_t m, n, rp, chunk_rows, chunks_per_slab, total;
   bool null_part, nt;
+  HugePageAdvisor advice;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::mutex mu;
@@ -279,6 +332,7 @@ struct Job {
     for (int64_t c; (c = next.fetch_add(1)) < total;) {
       const int64_t g = c / chunks_per_slab, k = c % chunks_per_slab, b = basis_of[g];
       const int64_t r0 = k * chunk_rows, r1 = std::min(m, r0 + chunk_rows);
+      advice.Before(out + (g * m + r0) * n, out + (g * m + r1) * n);
       fn(x + x_of[g] * m * n, r + b * n * rp, rt + b * rt_size, out + g * m * n, bad + g * m,
          r0, r1, n, rp, null_part, nt, basis != nullptr);
       ++finished;
@@ -380,7 +434,7 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   // output is far larger than the caches, and only legal on aligned rows.
   job->nt = bytes >= (int64_t{32} << 20) &&
             reinterpret_cast<uintptr_t>(job->out) % vec_bytes == 0 && (n * 4) % vec_bytes == 0;
-  if (job->out != job->x) AdviseHugePages(job->out, bytes);  // in place: pages are touched
+  if (job->out != job->x) job->advice.Init(job->out, bytes);  // in place: pages are touched
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const double flops = 4.0 * slabs * m * n * rp;
   const int64_t workers = flops < 4e6 ? 1 : threads;  // below ~20 us, scheduling costs more
@@ -395,6 +449,7 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   job->Work();
   std::unique_lock<std::mutex> lock(job->mu);
   job->cv.wait(lock, [&] { return job->done.load() == job->total; });
+  job->advice.Record();
   return ffi::Error::Success();
 }
 
@@ -410,6 +465,7 @@ struct PatchJob {
   PatchGeom geom;
   int64_t rows, n, rp, chunk_rows, total;
   bool null_part;
+  HugePageAdvisor advice;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::mutex mu;
@@ -423,6 +479,9 @@ struct PatchJob {
       float* xt = reinterpret_cast<float*>(
           (reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
       const int64_t r0 = c * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
+      // the images whose patches all lie in [r0, r1): no other worker writes them
+      const int64_t i0 = (r0 + geom.per_image - 1) / geom.per_image, i1 = r1 / geom.per_image;
+      if (i1 > i0) advice.Before(out + i0 * geom.image, out + i1 * geom.image);
       fn(x, basis->r, basis->rt, out, bad, geom, r0, r1, rp, null_part, xt, xt + 16 * n);
       ++finished;
     }
@@ -469,7 +528,7 @@ ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   job->rp = rp;
   job->null_part = null_part;
   const int64_t bytes = rows * n * 4;
-  if (job->out != job->x) AdviseHugePages(job->out, bytes);
+  if (job->out != job->x) job->advice.Init(job->out, bytes);
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t workers = 4.0 * rows * n * rp < 4e6 ? 1 : threads;
   int64_t chunk = (rows + kChunksPerWorker * workers - 1) / (kChunksPerWorker * workers);
@@ -480,6 +539,7 @@ ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   job->Work();
   std::unique_lock<std::mutex> lock(job->mu);
   job->cv.wait(lock, [&] { return job->done.load() == job->total; });
+  job->advice.Record();
   return ffi::Error::Success();
 }
 
@@ -520,3 +580,16 @@ extern "C" int nsjax_project_cap_isa(int cap) {
 // Whether the kernel advises huge pages on its large outputs (1, the default) or not (0),
 // for measuring the difference; returns the previous setting.
 extern "C" int nsjax_project_set_hugepages(int on) { return g_advise.exchange(on != 0) ? 1 : 0; }
+
+// The first-touch time above which a huge page counts as slow and the advice stops for the
+// rest of the buffer (default 2 ms); returns the previous value.  For tests and benchmarks.
+extern "C" int64_t nsjax_project_set_slow_fault_ns(int64_t ns) {
+  return g_slow_fault_ns.exchange(ns);
+}
+
+// The last call that gave advice: stats[0] whole 2 MiB regions in its output, stats[1] of
+// them probed (advised and touched first), stats[2] probes slower than the limit (0 or 1
+// per worker).
+extern "C" void nsjax_project_advice_stats(int64_t* stats) {
+  for (int i = 0; i < 3; ++i) stats[i] = g_advice_stats[i].load();
+}
