@@ -9,6 +9,7 @@ A wrong index or a missed tail column gives errors of order |x|.
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -625,6 +626,45 @@ def test_huge_page_probe_stops_the_advice_at_a_slow_fault_and_changes_no_bits():
         np.testing.assert_array_equal(y, runs[None][0])
     with pytest.raises(ValueError, match="ms >= 0"):
         K.set_slow_fault_ms(-1.0)
+
+
+def _vm_flags(addr):
+    """The ``VmFlags`` of the mapping that holds ``addr`` (``/proc/self/smaps``)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
+            if m:
+                inside = int(m.group(1), 16) <= addr < int(m.group(2), 16)
+            elif inside and line.startswith("VmFlags:"):
+                return set(line.split()[1:])
+    raise AssertionError(f"no mapping holds {addr:#x}")
+
+
+@needs_kernel
+@pytest.mark.skipif(not (os.path.exists("/proc/self/smaps")
+                         and os.path.isdir("/sys/kernel/mm/transparent_hugepage")),
+                    reason="needs Linux with transparent huge pages")
+def test_a_slow_probe_marks_the_rest_of_the_output_for_small_pages():
+    # The output's last whole 2 MiB region, held alive: advised for huge pages ("hg") when
+    # no probe is slow, marked MADV_NOHUGEPAGE ("nh") once one is (so THP mode "always"
+    # gives it 4 KiB pages too).
+    b = _basis(784, 32)
+    x = _fresh((24_000, 784), 13)
+    f = jax.jit(lambda x: K.project_rows(x, b, True)[0])
+    flags = {}
+    previous = K.set_slow_fault_ms(math.inf)
+    try:
+        for ms in (math.inf, 0.0):
+            K.set_slow_fault_ms(ms)
+            y = f(x).block_until_ready()
+            end = (y.unsafe_buffer_pointer() + y.nbytes) & ~((2 << 20) - 1)
+            flags[ms] = _vm_flags(end - (1 << 20))
+            del y
+    finally:
+        K.set_slow_fault_ms(previous)
+    assert "hg" in flags[math.inf] and "nh" not in flags[math.inf]
+    assert "nh" in flags[0.0] and "hg" not in flags[0.0]
 
 
 @needs_kernel

@@ -185,12 +185,13 @@ std::atomic<bool> g_advise{true};  // nsjax_project_set_hugepages: measure witho
 // not reused for a few seconds goes back to the host, and faulting a huge page of it in took
 // ~13 ms per 2 MiB where 4 KiB pages took ~0.8 ms per 2 MiB (docs/results/performance.md,
 // "Huge pages after idle").  So the first touch of each region is timed: a region whose
-// fault took longer than g_slow_fault_ns stops the advice for the rest of the buffer, which
-// is then faulted in 4 KiB pages.  A fast fault costs nothing extra (the page was to be
-// faulted in anyway); a slow one costs one region.  Regions are whole 2 MiB pages inside
-// the buffer; a worker only probes regions that start in rows it alone writes (the probe
-// writes a zero there before the kernel writes the row).  A failing madvise (old kernel,
-// THP off) leaves the buffer as it was, so its result is ignored.
+// fault took longer than g_slow_fault_ns ends the advice, and the rest of the buffer is
+// faulted in 4 KiB pages (MADV_NOHUGEPAGE, so also where THP mode is ``always``).  A fast
+// fault costs nothing extra (the page was to be faulted in anyway); a slow one costs one
+// region per worker at most.  Regions are whole 2 MiB pages inside the buffer; a worker
+// only probes regions that start in rows it alone writes (the probe writes a zero there
+// before the kernel writes the row).  A failing madvise (old kernel, THP off) leaves the
+// buffer as it was, so its result is ignored.
 constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
 constexpr int64_t kAdviseMinBytes = int64_t{4} << 20;
 std::atomic<int64_t> g_slow_fault_ns{2'000'000};  // nsjax_project_set_slow_fault_ns
@@ -229,7 +230,11 @@ struct HugePageAdvisor {
       probed.fetch_add(1, std::memory_order_relaxed);
       if (std::chrono::duration_cast<std::chrono::nanoseconds>(dt).count() > slow_ns) {
         slow.fetch_add(1, std::memory_order_relaxed);
-        ok.store(false, std::memory_order_relaxed);
+        // No huge pages for the rest: also where THP mode is ``always``, which needs no
+        // advice to give them.  Only future faults are affected (no other worker waits).
+        if (ok.exchange(false) && r + kHugePage < end)
+          (void)madvise(reinterpret_cast<void*>(r + kHugePage), end - r - kHugePage,
+                        MADV_NOHUGEPAGE);
       }
     }
 #else
