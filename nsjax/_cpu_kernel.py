@@ -19,11 +19,12 @@ Measured speed: ``benchmarks/README.md`` (``python -m benchmarks.projection_60k`
   arrays.  XLA's fresh buffers are otherwise faulted in 4 KiB at a time where the
   kernel's THP mode is ``madvise``: 45,938 faults per (60000, 784) float32 output, ~970
   with the advice; no environment variable or allocator tuning needed.  The first touch of
-  each 2 MiB region is timed, and one slower than 2 ms stops the advice for the rest of
-  the buffer: on a VM that hands idle memory back to its host (free page reporting), a
-  huge page of such memory took ~13 ms to fault in, where 4 KiB pages took ~0.8 ms per
-  2 MiB (:func:`advice_stats`).  With ``inplace=True`` the output takes a donated ``x``'s
-  buffer instead (no fresh buffer).
+  each 2 MiB region is timed, and once huge pages have cost more than 4 KiB pages would
+  (1 ms per region, plus a slack of 20), the rest of the output goes without: on a VM that
+  hands idle memory back to its host (free page reporting), a huge page of such memory
+  took ~13 ms to fault in, where 4 KiB pages took ~0.8 ms per 2 MiB
+  (:func:`advice_stats`).  With ``inplace=True`` the output takes a donated ``x``'s buffer
+  instead (no fresh buffer).
 
 The library is built by ``pip install`` from the C++ source (``setup.py``, an optional
 extension: without a compiler nsjax installs and uses XLA's matmuls).  :func:`available`
@@ -44,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["available", "info", "set_hugepages", "set_slow_fault_ms", "advice_stats",
+__all__ = ["available", "info", "set_hugepages", "set_fault_allowance_ms", "advice_stats",
            "supports", "worthwhile", "project_rows", "project_rows_xla", "project_patches",
            "MAX_COLS"]
 
@@ -100,32 +101,35 @@ def set_hugepages(on: bool) -> bool:
     return bool(_LIB[0].nsjax_project_set_hugepages(int(bool(on))))
 
 
-def set_slow_fault_ms(ms: float) -> float:
-    """The first-touch time (ms, default 2) of a huge page above which the kernel stops
-    asking for huge pages for the rest of an output; returns the previous value.  ``0``
-    stops at the first probe, ``inf`` never (the advice of every region, as NumPy gives
-    it).  For tests and benchmarks, not a user setting."""
-    if not available() or not hasattr(_LIB[0], "nsjax_project_set_slow_fault_ns"):
+def set_fault_allowance_ms(ms: float) -> float:
+    """How long (ms, default 1) a 2 MiB region of a large output may take to fault in
+    before the kernel counts huge pages as the slower choice and stops asking for them
+    (with a slack of 20 such allowances); returns the previous value.  ``0`` stops at the
+    first probe, ``inf`` never (every region advised, as NumPy does).  For tests and
+    benchmarks, not a user setting."""
+    if not available() or not hasattr(_LIB[0], "nsjax_project_set_fault_allowance_ns"):
         return math.nan
-    fn = _LIB[0].nsjax_project_set_slow_fault_ns
+    if not ms >= 0:
+        raise ValueError(f"set_fault_allowance_ms: expected ms >= 0, got {ms}")
+    fn = _LIB[0].nsjax_project_set_fault_allowance_ns
     fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_int64]
-    ns = (1 << 62) if math.isinf(ms) else int(round(ms * 1e6))
-    if ns < 0:
-        raise ValueError(f"set_slow_fault_ms: expected ms >= 0, got {ms}")
-    prev = int(fn(ns))
-    return math.inf if prev >= (1 << 62) else prev / 1e6
+    prev = int(fn(_NEVER_NS if math.isinf(ms) else int(round(ms * 1e6))))
+    return math.inf if prev >= _NEVER_NS else prev / 1e6
+
+
+_NEVER_NS = 1 << 62
 
 
 def advice_stats() -> dict[str, int]:
     """The huge-page advice of the kernel's last call that gave any (an output >= 4 MiB,
-    not in place): ``regions`` (whole 2 MiB pages in the output), ``probed`` (advised and
-    their first touch timed), ``slow`` (probes over the limit, after which the rest of the
-    output went without advice; at most one per worker thread).  All 0 before such a call."""
+    not in place): ``regions`` (whole 2 MiB pages in the output), ``probed`` (their first
+    touch timed), ``stopped`` (1 if the advice ended before the last region: the probes had
+    cost more than 4 KiB pages would).  All 0 before such a call."""
     if not available() or not hasattr(_LIB[0], "nsjax_project_advice_stats"):
-        return {"regions": 0, "probed": 0, "slow": 0}
+        return {"regions": 0, "probed": 0, "stopped": 0}
     out = (ctypes.c_int64 * 3)()
     _LIB[0].nsjax_project_advice_stats(out)
-    return dict(zip(("regions", "probed", "slow"), (int(v) for v in out)))
+    return dict(zip(("regions", "probed", "stopped"), (int(v) for v in out)))
 
 
 def info() -> str:

@@ -184,24 +184,27 @@ std::atomic<bool> g_advise{true};  // nsjax_project_set_hugepages: measure witho
 // memory to the host (virtio free page reporting, e.g. Firecracker), memory the process has
 // not reused for a few seconds goes back to the host, and faulting a huge page of it in took
 // ~13 ms per 2 MiB where 4 KiB pages took ~0.8 ms per 2 MiB (docs/results/performance.md,
-// "Huge pages after idle").  So the first touch of each region is timed: a region whose
-// fault took longer than g_slow_fault_ns ends the advice, and the rest of the buffer is
-// faulted in 4 KiB pages (MADV_NOHUGEPAGE, so also where THP mode is ``always``).  A fast
-// fault costs nothing extra (the page was to be faulted in anyway); a slow one costs one
-// region per worker at most.  Regions are whole 2 MiB pages inside the buffer; a worker
-// only probes regions that start in rows it alone writes (the probe writes a zero there
-// before the kernel writes the row).  A failing madvise (old kernel, THP off) leaves the
-// buffer as it was, so its result is ignored.
+// "Huge pages after idle").  So the first touch of each whole 2 MiB region is timed, by the
+// worker about to write it, and the advice holds while the regions probed so far took no
+// longer than their 4 KiB faults would have: an allowance of g_fault_allowance_ns (1 ms) per
+// region, plus kSlackRegions allowances, so that one slow region or a preempted worker does
+// not end it.  Past that, the rest of the buffer is marked MADV_NOHUGEPAGE (so also where
+// THP mode is ``always``) and faulted in 4 KiB pages.  A fast probe costs nothing extra
+// (the page was to be faulted in anyway).  A worker only probes regions that start in rows
+// it alone writes: the probe writes a zero there before the kernel writes the row.  A
+// failing madvise (old kernel, THP off) leaves the buffer as it was, so its result is
+// ignored.
 constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
 constexpr int64_t kAdviseMinBytes = int64_t{4} << 20;
-std::atomic<int64_t> g_slow_fault_ns{2'000'000};  // nsjax_project_set_slow_fault_ns
-std::atomic<int64_t> g_advice_stats[3];  // the last advised call: regions, probed, slow
+constexpr double kSlackRegions = 20;
+std::atomic<int64_t> g_fault_allowance_ns{1'000'000};  // nsjax_project_set_fault_allowance_ns
+std::atomic<int64_t> g_advice_stats[3];  // the last advised call: regions, probed, stopped
 
 struct HugePageAdvisor {
   uintptr_t start = 0, end = 0;  // the buffer's whole 2 MiB regions; empty: no advice
-  int64_t slow_ns = 0;
-  std::atomic<bool> ok{true};
-  std::atomic<int64_t> probed{0}, slow{0};
+  double allowance_ns = 0;
+  std::atomic<bool> stopped{false};
+  std::atomic<int64_t> probed{0}, probe_ns{0};
 
   void Init(void* p, int64_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -209,7 +212,8 @@ struct HugePageAdvisor {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     start = (a + kHugePage - 1) & ~(kHugePage - 1);
     end = std::max(start, (a + static_cast<uintptr_t>(bytes)) & ~(kHugePage - 1));
-    slow_ns = g_slow_fault_ns.load(std::memory_order_relaxed);
+    allowance_ns = static_cast<double>(g_fault_allowance_ns.load(std::memory_order_relaxed));
+    if (end > start) (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
 #else
     (void)p;
     (void)bytes;
@@ -222,20 +226,16 @@ struct HugePageAdvisor {
     const uintptr_t stop = std::min(reinterpret_cast<uintptr_t>(e), end);
     for (uintptr_t r = std::max(start, (reinterpret_cast<uintptr_t>(b) + kHugePage - 1) &
                                            ~(kHugePage - 1));
-         r < stop && ok.load(std::memory_order_relaxed); r += kHugePage) {
-      (void)madvise(reinterpret_cast<void*>(r), kHugePage, MADV_HUGEPAGE);
+         r < stop && !stopped.load(std::memory_order_relaxed); r += kHugePage) {
       const auto t0 = std::chrono::steady_clock::now();
       *reinterpret_cast<volatile char*>(r) = 0;  // the first touch faults the page in
-      const auto dt = std::chrono::steady_clock::now() - t0;
-      probed.fetch_add(1, std::memory_order_relaxed);
-      if (std::chrono::duration_cast<std::chrono::nanoseconds>(dt).count() > slow_ns) {
-        slow.fetch_add(1, std::memory_order_relaxed);
-        // No huge pages for the rest: also where THP mode is ``always``, which needs no
-        // advice to give them.  Only future faults are affected (no other worker waits).
-        if (ok.exchange(false) && r + kHugePage < end)
-          (void)madvise(reinterpret_cast<void*>(r + kHugePage), end - r - kHugePage,
-                        MADV_NOHUGEPAGE);
-      }
+      const int64_t dt = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::steady_clock::now() - t0).count();
+      const int64_t k = probed.fetch_add(1) + 1, total = probe_ns.fetch_add(dt) + dt;
+      if (static_cast<double>(total) > allowance_ns * (static_cast<double>(k) + kSlackRegions) &&
+          !stopped.exchange(true) && r + kHugePage < end)
+        (void)madvise(reinterpret_cast<void*>(r + kHugePage), end - r - kHugePage,
+                      MADV_NOHUGEPAGE);
     }
 #else
     (void)b;
@@ -248,7 +248,7 @@ struct HugePageAdvisor {
     if (end == start) return;
     g_advice_stats[0] = static_cast<int64_t>((end - start) / kHugePage);
     g_advice_stats[1] = probed.load();
-    g_advice_stats[2] = slow.load();
+    g_advice_stats[2] = stopped.load() ? 1 : 0;
   }
 };
 
@@ -586,15 +586,15 @@ extern "C" int nsjax_project_cap_isa(int cap) {
 // for measuring the difference; returns the previous setting.
 extern "C" int nsjax_project_set_hugepages(int on) { return g_advise.exchange(on != 0) ? 1 : 0; }
 
-// The first-touch time above which a huge page counts as slow and the advice stops for the
-// rest of the buffer (default 2 ms); returns the previous value.  For tests and benchmarks.
-extern "C" int64_t nsjax_project_set_slow_fault_ns(int64_t ns) {
-  return g_slow_fault_ns.exchange(ns);
+// The time a 2 MiB region may take to fault in before huge pages count as the slower choice
+// (default 1 ms; see HugePageAdvisor); returns the previous value.  For tests and
+// benchmarks: 0 ends the advice at the first probe, a huge value never.
+extern "C" int64_t nsjax_project_set_fault_allowance_ns(int64_t ns) {
+  return g_fault_allowance_ns.exchange(ns);
 }
 
 // The last call that gave advice: stats[0] whole 2 MiB regions in its output, stats[1] of
-// them probed (advised and touched first), stats[2] probes slower than the limit (0 or 1
-// per worker).
+// them probed (their first touch timed), stats[2] 1 if the advice ended before the last.
 extern "C" void nsjax_project_advice_stats(int64_t* stats) {
   for (int i = 0; i < 3; ++i) stats[i] = g_advice_stats[i].load();
 }
