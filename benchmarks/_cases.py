@@ -9,6 +9,7 @@ variant, the roofline floor and the ratios.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -152,9 +153,12 @@ class Runner:
 
         On a small machine busy with other work, a multi-threaded OpenBLAS call waits for
         its slowest thread to get a core: a 0.2 GFLOP matmul measured 30 ms with 2 threads
-        and 3 ms with 1 on 2 busy cores, while large calls gain from the threads.  One call
-        with each setting decides (after one warm-up); the choice is recorded in
-        ``case["blas_threads_used"]`` and the wrapped baseline sets it for every call.
+        and 3 ms with 1 on 2 busy cores, while large calls gain from the threads.  The
+        median of three calls with each setting decides (after one warm-up each; the
+        settings alternate, and multi-threaded calls are followed by the settle time):
+        single calls chose badly, e.g. 2 threads at 730-792 ms for a one-liner that took
+        238-251 ms on 1.  The choice is recorded in ``case["blas_threads_used"]``, the trial
+        times in ``case["blas_trial_ms"]``, and the wrapped baseline sets it for every call.
         """
         if not self._blas or not self.s.best_blas:
             return
@@ -176,21 +180,28 @@ class Runner:
 
             return call
 
-        used = {}
+        used, trials = {}, {}
+        settle_s = blas_settle_s()
         for name in names:
             if name not in fns:
                 continue
-            t = {}
-            for k in (default, 1):
-                f = bound(fns[name], k)
-                f()
-                t0 = time.perf_counter()
-                f()
-                t[k] = time.perf_counter() - t0
-            k = min(t, key=t.get)
+            t: dict[int, list[float]] = {default: [], 1: []}
+            for k in t:
+                bound(fns[name], k)()
+            for _ in range(3):
+                for k in t:
+                    f = bound(fns[name], k)
+                    t0 = time.perf_counter()
+                    f()
+                    t[k].append(time.perf_counter() - t0)
+                    if k > 1 and settle_s:
+                        time.sleep(settle_s)
+            k = min(t, key=lambda k: statistics.median(t[k]))
             fns[name] = bound(fns[name], k)
             used[name] = k
+            trials[name] = {str(k): [round(1e3 * v, 2) for v in vs] for k, vs in t.items()}
         case["blas_threads_used"] = used
+        case["blas_trial_ms"] = trials
 
     def gemm_variant(self, dtype: str, size: int = 2048):
         """The jitted square GEMM (compiled once per dtype) and its flops."""
