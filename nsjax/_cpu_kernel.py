@@ -101,6 +101,9 @@ def set_hugepages(on: bool) -> bool:
     return bool(_LIB[0].nsjax_project_set_hugepages(int(bool(on))))
 
 
+_NEVER_NS = 1 << 62  # an allowance no fault reaches: the advice never ends
+
+
 def set_fault_allowance_ms(ms: float) -> float:
     """How long (ms, default 1) a 2 MiB region of a large output may take to fault in
     before the kernel counts huge pages as the slower choice and stops asking for them
@@ -115,9 +118,6 @@ def set_fault_allowance_ms(ms: float) -> float:
     fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_int64]
     prev = int(fn(_NEVER_NS if math.isinf(ms) else int(round(ms * 1e6))))
     return math.inf if prev >= _NEVER_NS else prev / 1e6
-
-
-_NEVER_NS = 1 << 62
 
 
 def advice_stats() -> dict[str, int]:

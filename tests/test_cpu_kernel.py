@@ -804,3 +804,19 @@ def test_xla_reference_matmuls_run_at_highest_precision():
     assert len(dots) == 2
     for e in dots:
         assert set(e.params["precision"]) == {jax.lax.Precision.HIGHEST}, e.params["precision"]
+
+
+@needs_kernel
+def test_bench_idle_faults_script_runs_and_restores_the_defaults(capsys):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "bench_idle_faults.py")
+    spec = importlib.util.spec_from_file_location("bench_idle_faults", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--batch", "3000", "--gaps", "0", "--calls", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("probed (default)", "every region", "none (4 KiB pages)", "NumPy x.copy()"):
+        assert name in out
+    assert "regions probed" in out  # a 9.4 MB output is advised and probed
+    assert K.set_fault_allowance_ms(1.0) == 1.0 and K.set_hugepages(True) is True

@@ -173,8 +173,9 @@ namespace {
 std::atomic<int> g_isa_cap{2};  // nsjax_project_cap_isa: test the AVX2 path on AVX-512
 std::atomic<bool> g_advise{true};  // nsjax_project_set_hugepages: measure without
 
-// Transparent huge pages for a large output buffer, asked for region by region just before
-// the workers write it.  XLA:CPU's fresh output buffers come from malloc, i.e. from a new
+// Transparent huge pages for a large output buffer: asked for on the whole buffer before
+// the workers write it, and withdrawn from the rest of it when its faults turn out slow
+// (below).  XLA:CPU's fresh output buffers come from malloc, i.e. from a new
 // mmap for anything this large, and on a kernel whose THP mode is ``madvise`` (a common
 // default) they are otherwise faulted in 4 KiB at a time: 45,938 faults for a (60000, 784)
 // float32 output, which on a VM cost more than the projection.  NumPy asks for huge pages on
