@@ -155,10 +155,11 @@ class Runner:
         its slowest thread to get a core: a 0.2 GFLOP matmul measured 30 ms with 2 threads
         and 3 ms with 1 on 2 busy cores, while large calls gain from the threads.  The
         median of three calls with each setting decides (after one warm-up each; the
-        settings alternate, and multi-threaded calls are followed by the settle time):
-        single calls chose badly, e.g. 2 threads at 730-792 ms for a one-liner that took
-        238-251 ms on 1.  The choice is recorded in ``case["blas_threads_used"]``, the trial
-        times in ``case["blas_trial_ms"]``, and the wrapped baseline sets it for every call.
+        settings alternate, and multi-threaded calls are followed by the settle time), as
+        a single call per setting can pick the slower one on a noisy machine
+        (``benchmarks/README.md``, BLAS threads).  The choice is recorded in
+        ``case["blas_threads_used"]``, the trial times in ``case["blas_trial_ms"]``, and
+        the wrapped baseline sets it for every call.
         """
         if not self._blas or not self.s.best_blas:
             return
