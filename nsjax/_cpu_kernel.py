@@ -123,8 +123,9 @@ def set_fault_allowance_ms(ms: float) -> float:
 def advice_stats() -> dict[str, int]:
     """The huge-page advice of the kernel's last call that gave any (an output >= 4 MiB,
     not in place): ``regions`` (whole 2 MiB pages in the output), ``probed`` (their first
-    touch timed), ``stopped`` (1 if the advice ended before the last region: the probes had
-    cost more than 4 KiB pages would).  All 0 before such a call."""
+    touch timed), ``stopped`` (1 if the probes went over budget, having cost more than 4 KiB
+    pages would: the regions after that probe, if any, got no huge pages).  All 0 before
+    such a call."""
     if not available() or not hasattr(_LIB[0], "nsjax_project_advice_stats"):
         return {"regions": 0, "probed": 0, "stopped": 0}
     out = (ctypes.c_int64 * 3)()

@@ -620,7 +620,8 @@ def test_huge_page_probe_stops_the_advice_when_faults_cost_too_much_and_changes_
     assert stopped["stopped"] == 1
     assert 1 <= stopped["probed"] <= min(os.cpu_count() or 1, 8) < stopped["regions"]
     assert default["probed"] <= default["regions"]
-    assert default["stopped"] == int(default["probed"] < default["regions"])
+    if default["probed"] < default["regions"]:  # only a stop leaves regions unprobed
+        assert default["stopped"] == 1
     ref = _ref(np.asarray(x), b, True)
     for y, _ in runs.values():  # a probe writes a zero byte only where the kernel writes next
         assert np.max(np.abs(y - ref)) <= _tol(x)

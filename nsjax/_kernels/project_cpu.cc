@@ -595,7 +595,8 @@ extern "C" int64_t nsjax_project_set_fault_allowance_ns(int64_t ns) {
 }
 
 // The last call that gave advice: stats[0] whole 2 MiB regions in its output, stats[1] of
-// them probed (their first touch timed), stats[2] 1 if the advice ended before the last.
+// them probed (their first touch timed), stats[2] 1 if the probes went over budget (the
+// regions after that probe, if any, were marked MADV_NOHUGEPAGE).
 extern "C" void nsjax_project_advice_stats(int64_t* stats) {
   for (int i = 0; i < 3; ++i) stats[i] = g_advice_stats[i].load();
 }
