@@ -92,13 +92,18 @@ def available() -> bool:
     return _load()[0]
 
 
+def _symbol(name: str):
+    """The loaded library's function ``name``, or None (kernel not in use, or a build
+    without it)."""
+    return getattr(_LIB[0], name, None) if available() else None
+
+
 def set_hugepages(on: bool) -> bool:
     """Whether the kernel asks for transparent huge pages on its large outputs (default
     on; ``madvise(MADV_HUGEPAGE)`` on Linux, before it writes them); returns the previous
     setting.  For measuring the difference (``benchmarks``), not a user setting."""
-    if not available() or not hasattr(_LIB[0], "nsjax_project_set_hugepages"):
-        return False
-    return bool(_LIB[0].nsjax_project_set_hugepages(int(bool(on))))
+    fn = _symbol("nsjax_project_set_hugepages")
+    return False if fn is None else bool(fn(int(bool(on))))
 
 
 _NEVER_NS = 1 << 62  # an allowance no fault reaches: the advice never ends
@@ -110,11 +115,11 @@ def set_fault_allowance_ms(ms: float) -> float:
     (with a slack of 20 such allowances); returns the previous value.  ``0`` stops at the
     first probe, ``inf`` never (every region advised, as NumPy does).  For tests and
     benchmarks, not a user setting."""
-    if not available() or not hasattr(_LIB[0], "nsjax_project_set_fault_allowance_ns"):
+    fn = _symbol("nsjax_project_set_fault_allowance_ns")
+    if fn is None:
         return math.nan
     if not ms >= 0:
         raise ValueError(f"set_fault_allowance_ms: expected ms >= 0, got {ms}")
-    fn = _LIB[0].nsjax_project_set_fault_allowance_ns
     fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_int64]
     prev = int(fn(_NEVER_NS if math.isinf(ms) else int(round(ms * 1e6))))
     return math.inf if prev >= _NEVER_NS else prev / 1e6
@@ -126,10 +131,11 @@ def advice_stats() -> dict[str, int]:
     touch timed), ``stopped`` (1 if the probes went over budget, having cost more than 4 KiB
     pages would: the regions after that probe, if any, got no huge pages).  All 0 before
     such a call."""
-    if not available() or not hasattr(_LIB[0], "nsjax_project_advice_stats"):
+    fn = _symbol("nsjax_project_advice_stats")
+    if fn is None:
         return {"regions": 0, "probed": 0, "stopped": 0}
     out = (ctypes.c_int64 * 3)()
-    _LIB[0].nsjax_project_advice_stats(out)
+    fn(out)
     return dict(zip(("regions", "probed", "stopped"), (int(v) for v in out)))
 
 
@@ -339,7 +345,7 @@ def _fused_patches_jvp(patch, null_part, primals, tangents):
 
 def supports_patches() -> bool:
     """Whether this build has the patch-layout entry (:func:`project_patches`)."""
-    return available() and hasattr(_LIB[0], "NsjaxProjectPatchesF32")
+    return _symbol("NsjaxProjectPatchesF32") is not None
 
 
 def project_patches(x: jax.Array, basis: jax.Array, patch: tuple[int, int],

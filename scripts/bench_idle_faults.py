@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({args.batch}, 784) float32, rank 32; {nsjax.cpu_kernel_info()}")
     print(f"{'gap s':>6} {'setting':<22}{'median ms':>10}{'min':>8}{'max':>8}"
           f"{'faults':>9}  last call's probes")
+    previous = (_cpu_kernel.set_hugepages(True), _cpu_kernel.set_fault_allowance_ms(1.0))
     try:
         for gap in args.gaps:
             times: dict[str, list[float]] = {k: [] for k in names}
@@ -68,21 +69,19 @@ def main(argv: list[str] | None = None) -> int:
             stats: dict[str, dict] = {}
             for _ in range(args.calls):
                 for name in names:
-                    time.sleep(gap)
-                    f0, t0 = _faults(), time.perf_counter()
-                    if name in SETTINGS:
+                    kernel = name in SETTINGS
+                    if kernel:
                         on, ms = SETTINGS[name]
                         _cpu_kernel.set_hugepages(on)
                         _cpu_kernel.set_fault_allowance_ms(ms)
-                        t0 = time.perf_counter()
-                        y = ns.project(x).block_until_ready()
-                        dt, df = time.perf_counter() - t0, _faults() - f0
+                    time.sleep(gap)
+                    f0, t0 = _faults(), time.perf_counter()
+                    y = ns.project(x).block_until_ready() if kernel else xn.copy()
+                    dt, df = time.perf_counter() - t0, _faults() - f0
+                    if kernel:
                         stats[name] = _cpu_kernel.advice_stats() if on else {}
                         if not np.array_equal(np.asarray(y), ref):
                             raise AssertionError(f"{name}: result differs from the first call")
-                    else:
-                        y = xn.copy()
-                        dt, df = time.perf_counter() - t0, _faults() - f0
                     del y
                     times[name].append(dt)
                     faults[name].append(df)
@@ -94,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{gap:>6.1f} {name:<22}{statistics.median(t):>10.1f}{min(t):>8.1f}"
                       f"{max(t):>8.1f}{statistics.median(faults[name]):>9.0f}  {probes}")
     finally:
-        _cpu_kernel.set_hugepages(True)
-        _cpu_kernel.set_fault_allowance_ms(1.0)
+        _cpu_kernel.set_hugepages(previous[0])
+        _cpu_kernel.set_fault_allowance_ms(previous[1])
     return 0
 
 
