@@ -75,7 +75,10 @@ def _tol(x):
 # (112 columns: AVX-512 ends on a 16-column panel) on rows of 785 (a full and a 1-lane
 # 16-wide tail panel of Rt) and rank 31 on rows of 47
 EDGE_CASES = [(0, 785, 32), (5, 1, 1), (9, 17, 17), (7, 31, 31), (11, 785, 17), (11, 47, 31),
-              (6, 256, 256), (25, 40, 1), (1100, 785, 100), (1031, 47, 31)]
+              (6, 256, 256), (25, 40, 1), (1100, 785, 100), (1031, 47, 31), (1040, 114, 40)]
+# (1040, 114, 40): packed (>= 1024 rows); on AVX-512 (panels of 4 vectors) the 40 basis
+# columns (48 padded) are one panel of 3 vectors, and the 114 output columns one panel of
+# 4 vectors, one of 3 and 2 masked columns
 # 12000 x 785 float32 = 37.7 MB >= the kernel's 32 MB streaming-store threshold, with rows
 # of 785 floats (3140 bytes = 4 mod 32): only every 8th row starts 32-byte aligned, every
 # 16th 64-byte aligned, so the streaming stores must stay off (their row-alignment guard)

@@ -72,7 +72,7 @@ namespace avx512 {
 using v = __m512;
 struct V {
   static constexpr int W = 16;
-  static constexpr int MR = 8;  // 16 accumulators: measured faster than 12 rows (24)
+  static constexpr int MR = 6, NV = 4;  // 24 accumulators + 4 basis vectors + 1 broadcast
   static inline v zero() { return _mm512_setzero_ps(); }
   static inline v load(const float* p) { return _mm512_loadu_ps(p); }
   static inline void store(float* p, v a) { _mm512_storeu_ps(p, a); }
@@ -111,7 +111,7 @@ namespace avx2 {
 using v = __m256;
 struct V {
   static constexpr int W = 8;
-  static constexpr int MR = 6;  // 12 accumulators + 2 basis vectors + 1 broadcast <= 16
+  static constexpr int MR = 6, NV = 2;  // 12 accumulators + 2 basis vectors + 1 broadcast <= 16
   static inline v zero() { return _mm256_setzero_ps(); }
   static inline v load(const float* p) { return _mm256_loadu_ps(p); }
   static inline void store(float* p, v a) { _mm256_storeu_ps(p, a); }
@@ -156,6 +156,7 @@ PatchRowsFn PatchFn(int isa) {
   return isa == 2 ? &avx512::patch_rows : isa == 1 ? &avx2::patch_rows : nullptr;
 }
 int64_t Lanes(int isa) { return isa == 2 ? 16 : 8; }
+int64_t PanelVectors(int isa) { return isa == 2 ? avx512::V::NV : avx2::V::NV; }
 void StoreFence() { _mm_sfence(); }  // orders the streaming stores before we report done
 }  // namespace
 #else
@@ -164,6 +165,7 @@ int DetectIsa() { return 0; }
 ProjectRowsFn RowsFn(int) { return nullptr; }
 PatchRowsFn PatchFn(int) { return nullptr; }
 int64_t Lanes(int) { return 16; }
+int64_t PanelVectors(int) { return 1; }
 void StoreFence() {}
 }  // namespace
 #endif
@@ -259,10 +261,10 @@ int Isa() {
 }
 
 // R (n, rp) and Rt (rp, n) of ``bases`` bases, repacked into the column panels that
-// project_body.inc reads (see there) for an ISA of w lanes: basis b's R panels at
-// r + b n rp, its Rt panels at rt + b npad rp, npad = n rounded up to w.  The inner loops
-// then read each panel front to back, one or two cache lines per step, instead of two
-// lines rp or n floats apart; 64-byte aligned.  Up to kPackCacheFloats the panels live in
+// project_body.inc reads (see there) for an ISA of w lanes and panels of nv vectors: basis
+// b's R panels at r + b n rp, its Rt panels at rt + b npad rp, npad = n rounded up to w.
+// The inner loops then read each panel front to back, a few cache lines per step, instead
+// of lines rp or n floats apart; 64-byte aligned.  Up to kPackCacheFloats the panels live in
 // a buffer the calling thread keeps for its next call (no allocation, no page faults on a
 // small call); larger ones in a buffer of their own.  A pool task of an earlier call that
 // starts late claims no chunk, so it never reads a buffer that was reused.
@@ -274,7 +276,7 @@ struct PackedBasis {
   int64_t rt_size = 0;  // floats per basis in rt
 
   PackedBasis(const float* r_in, const float* rt_in, int64_t bases, int64_t n, int64_t rp,
-              int64_t w) {
+              int64_t w, int64_t nv) {
     static thread_local std::vector<float> cache;
     const int64_t r_size = n * rp, npad = (n + w - 1) / w * w;
     rt_size = npad * rp;
@@ -284,18 +286,20 @@ struct PackedBasis {
     r = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) &
                                  ~uintptr_t{63});
     rt = r + bases * r_size;
-    const int64_t nfull = n / (2 * w) * (2 * w);
+    const int64_t panel = nv * w;
     for (int64_t b = 0; b < bases; ++b) {
       const float* src = r_in + b * r_size;
-      for (int64_t j0 = 0; j0 < rp; j0 += 2 * w) {
-        const int64_t pw = std::min(2 * w, rp - j0);
+      for (int64_t j0 = 0; j0 < rp; j0 += panel) {
+        const int64_t pw = std::min(panel, rp - j0);
         float* dst = r + b * r_size + j0 * n;
         for (int64_t k = 0; k < n; ++k)
           std::copy(src + k * rp + j0, src + k * rp + j0 + pw, dst + k * pw);
       }
       const float* srct = rt_in + b * r_size;
       for (int64_t j = 0; j < n;) {
-        const int64_t pw = j < nfull ? 2 * w : w, valid = std::min(pw, n - j);
+        // whole panels, then the whole vectors left, then the last n % w columns padded
+        const int64_t pw = n - j >= panel ? panel : n - j >= w ? (n - j) / w * w : w;
+        const int64_t valid = std::min(pw, n - j);
         float* dst = rt + b * rt_size + j * rp;
         for (int64_t l = 0; l < rp; ++l) {
           std::copy(srct + l * n + j, srct + l * n + j + valid, dst + l * pw);
@@ -406,7 +410,8 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   job->rt = rt.typed_data();
   job->rt_size = rp * n;
   if (slabs * m >= kPackMinRows * bases) {  // below, the copy costs more than it saves
-    job->basis = std::make_unique<PackedBasis>(job->r, job->rt, bases, n, rp, Lanes(isa));
+    job->basis = std::make_unique<PackedBasis>(job->r, job->rt, bases, n, rp, Lanes(isa),
+                                                PanelVectors(isa));
     job->r = job->basis->r;
     job->rt = job->basis->rt;
     job->rt_size = job->basis->rt_size;
@@ -525,7 +530,7 @@ ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   job->fn = PatchFn(isa);
   job->x = x.typed_data();
   job->basis = std::make_unique<PackedBasis>(r.typed_data(), rt.typed_data(), 1, n, rp,
-                                             Lanes(isa));
+                                             Lanes(isa), PanelVectors(isa));
   job->out = out->typed_data();
   job->bad = bad->typed_data();
   job->geom = PatchGeom{per_image, w / pw, ph, pw * ch, w * ch, h * w * ch};
