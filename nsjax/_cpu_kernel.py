@@ -162,9 +162,10 @@ def supports(basis: jax.Array) -> bool:
             and 1 <= -(-c // LANES) * LANES <= MAX_COLS and _one_cpu_device())
 
 
-# The kernel re-reads the basis for every 8-row tile, so it pays while the basis stays in
-# cache; XLA's GEMM blocks for large ones.  Measured on 2 cores (python -m benchmarks, the
-# projection sweeps; nsjax vs kernel=False): the kernel wins for every skinny basis
+# The kernel re-reads the basis for every tile of 6 rows, so it pays while the basis stays
+# in cache; XLA's GEMM blocks for large ones.  Measured on 2 cores (python -m benchmarks, the
+# projection sweeps; nsjax vs kernel=False; with the earlier 8-row tile, which the current
+# one matches or beats): the kernel wins for every skinny basis
 # (c <= 32: 1.3-1.9x up to n = 12288, 1.5 MB) and up to ~1 MB otherwise (n = 784,
 # c = 256: 1.2-1.5x); beyond (n = 3072, c = 128 or 256) the two tie within noise, or XLA
 # wins for a few rows (0.5x at one row: XLA splits the matvec over both cores).

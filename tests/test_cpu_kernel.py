@@ -71,14 +71,13 @@ def _tol(x):
 # (m, n, c): B = 0; n = 1 (and rank = n); rank = n with AVX-512 tails of 1 and 15 lanes
 # (n = 17, 31) and AVX2 tails of 1 and 7; rank 17 and 31 (padded to 32 columns) on rows
 # whose length leaves tails of 1 (785) and 15 (47) lanes; rank = n = MAX_COLS (no tail);
-# >= 1024 rows, where the kernel packs the basis into column panels (kPackMinRows): rank 100
-# (112 columns: AVX-512 ends on a 16-column panel) on rows of 785 (a full and a 1-lane
-# 16-wide tail panel of Rt) and rank 31 on rows of 47
+# >= 1024 rows, where the kernel packs the basis into column panels (kPackMinRows), on
+# AVX-512 (panels of 4 vectors, 64 columns): rank 100 (112 columns: a 4- and a 3-vector
+# panel) on rows of 785 (12 whole panels of Rt, a 1-vector panel and a 1-lane masked tail),
+# rank 31 (one 2-vector panel) on rows of 47 (a 2-vector panel and 15 masked lanes), and
+# rank 40 (one 3-vector panel) on rows of 114 (a 4-vector, a 3-vector panel, 2 masked lanes)
 EDGE_CASES = [(0, 785, 32), (5, 1, 1), (9, 17, 17), (7, 31, 31), (11, 785, 17), (11, 47, 31),
               (6, 256, 256), (25, 40, 1), (1100, 785, 100), (1031, 47, 31), (1040, 114, 40)]
-# (1040, 114, 40): packed (>= 1024 rows); on AVX-512 (panels of 4 vectors) the 40 basis
-# columns (48 padded) are one panel of 3 vectors, and the 114 output columns one panel of
-# 4 vectors, one of 3 and 2 masked columns
 # 12000 x 785 float32 = 37.7 MB >= the kernel's 32 MB streaming-store threshold, with rows
 # of 785 floats (3140 bytes = 4 mod 32): only every 8th row starts 32-byte aligned, every
 # 16th 64-byte aligned, so the streaming stores must stay off (their row-alignment guard)
