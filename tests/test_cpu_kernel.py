@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _scripts import SCRIPTS, load_script
 
 import nsjax
 from nsjax import _cpu_kernel as K
@@ -673,10 +674,8 @@ def test_a_slow_probe_marks_the_rest_of_the_output_for_small_pages():
     assert "nh" in flags[0.0] and "hg" not in flags[0.0]
 
 
-@needs_kernel
+@needs_patches
 def test_huge_page_probe_in_the_patch_layout_entry():
-    if not K.supports_patches():
-        pytest.skip("no patch-layout kernel in this build")
     # 1024 images of 64x64x3 in 16x16 patches: a 50 MB output, 24 whole 2 MiB regions.  A
     # worker probes the regions that start in images it projects whole.
     q = np.linalg.qr(np.random.default_rng(3).standard_normal((768, 40)))[0]
@@ -709,8 +708,6 @@ def test_huge_page_probe_skips_small_and_in_place_outputs():
     x = _fresh((3000, 784), 11)  # in place: the donated pages are touched already
     jax.jit(lambda x: K.project_rows(x, b, True, inplace=True)[0], donate_argnums=0)(x)
     assert K.advice_stats() == before
-
-
 
 
 @needs_patches
@@ -811,12 +808,7 @@ def test_xla_reference_matmuls_run_at_highest_precision():
 
 @needs_kernel
 def test_bench_idle_faults_script_runs_and_restores_the_defaults(capsys):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "bench_idle_faults.py")
-    spec = importlib.util.spec_from_file_location("bench_idle_faults", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(SCRIPTS / "bench_idle_faults.py")
     assert mod.main(["--batch", "3000", "--gaps", "0", "--calls", "1"]) == 0
     out = capsys.readouterr().out
     for name in ("probed (default)", "every region", "none (4 KiB pages)", "NumPy x.copy()"):

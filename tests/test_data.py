@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import pickle
 import struct
 import sys
@@ -22,6 +21,7 @@ from _datapaths import (
     SKIP_PREFIX,
     isolated_data_env,  # noqa: F401  (autouse)
 )
+from _scripts import load_script
 
 from nsjax import _data
 from nsjax._data import (
@@ -384,9 +384,7 @@ def test_embedded_sample_size_and_provenance(monkeypatch):
     files = sorted((EMBEDDED / "mnist-sample").glob("*.gz"))
     assert len(files) == 4 and sum(f.stat().st_size for f in EMBEDDED.rglob("*")) < 3e6
     src = _need("mnist")
-    spec = importlib.util.spec_from_file_location("make_sample", EMBEDDED / "make_mnist_sample.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(EMBEDDED / "make_mnist_sample.py")
     for f in files:  # the sample is the header-adjusted prefix of the original files
         original = (src / f.name).read_bytes()
         assert hashlib.md5(original).hexdigest() == mod.SOURCE_MD5[f.name]

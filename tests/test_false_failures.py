@@ -2,22 +2,15 @@
 space, and a null space tilted by eta = 2e-5 rad is caught every time (see
 scripts/invariance_false_failures.py, whose measurement this runs)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from _scripts import SCRIPTS, load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "invariance_false_failures.py"
+SCRIPT = SCRIPTS / "invariance_false_failures.py"
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("invariance_false_failures", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses (Linen modules) look themselves up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT)  # its dataclasses (Linen modules) look themselves up there
 
 
 def test_no_false_failures_and_a_slightly_wrong_null_space_always_fails(study):
