@@ -23,7 +23,7 @@ setup(
             "nsjax._project_cpu",
             sources=["nsjax/_kernels/project_cpu.cc"],
             include_dirs=_ffi_include(),
-            depends=["nsjax/_kernels/project_body.inc"],
+            depends=["nsjax/_kernels/project_body.inc", "nsjax/_kernels/project_amx.inc"],
             language="c++",
             extra_compile_args=["-std=c++17", "-O3", "-Wno-attributes", "-Wno-return-type"],
             optional=True,

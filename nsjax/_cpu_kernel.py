@@ -7,9 +7,12 @@ Measured speed: ``benchmarks/README.md`` (``python -m benchmarks.projection_60k`
 
 :func:`project_rows` is what :mod:`nsjax._nullspace` calls.  It is
 
-* **exact float32 arithmetic** (FMAs, no reduced-precision passes; the same as
-  ``Precision.HIGHEST``, summed in another order: the results agree with XLA's to a few
-  ulps of ``|x|``);
+* **float32 accuracy**: float32 FMAs (the same arithmetic as ``Precision.HIGHEST``,
+  summed in another order: the results agree with XLA's to a few ulps of ``|x|``), or, on
+  a CPU with AMX-BF16 and a basis of 96 or more (padded) columns, Intel AMX tiles with
+  each float32 operand split exactly into three bfloat16 pieces and the six products
+  that reach float32's precision summed in float32 (``nsjax/_kernels/project_amx.inc``;
+  the same error bound against float64 as the FMA path, checked by the tests);
 * **CPU only**: under ``jit`` for another platform, ``lax.platform_dependent`` lowers
   XLA's matmuls instead, so one traced function serves CPU, GPU and TPU;
 * **differentiable** (``custom_jvp``: tangents go through XLA's matmuls, reverse mode by
@@ -28,8 +31,9 @@ Measured speed: ``benchmarks/README.md`` (``python -m benchmarks.projection_60k`
 
 The library is built by ``pip install`` from the C++ source (``setup.py``, an optional
 extension: without a compiler nsjax installs and uses XLA's matmuls).  :func:`available`
-says whether it is in use; ``NSJAX_CPU_KERNEL=0`` in the environment switches it off, and
-``NSJAX_CPU_KERNEL=avx2`` keeps it to AVX2 on an AVX-512 machine (to test that path).
+says whether it is in use; ``NSJAX_CPU_KERNEL=0`` in the environment switches it off,
+``NSJAX_CPU_KERNEL=avx2`` keeps it to AVX2 on an AVX-512 machine and
+``NSJAX_CPU_KERNEL=avx512`` to AVX-512 on an AMX machine (to test and measure those paths).
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ PATCH_TARGET = "nsjax_project_patches_f32"
 LANES = 16  # basis columns are zero-padded to a multiple of this (the AVX-512 width)
 MAX_COLS = 256  # the kernel's limit on (padded) basis columns; wider bases use XLA
 HIGHEST = lax.Precision.HIGHEST
-_ISA_NAMES = {0: "none", 1: "avx2+fma", 2: "avx512f"}
+_ISA_NAMES = {0: "none", 1: "avx2+fma", 2: "avx512f", 3: "avx512f+amx-bf16"}
+_ISA_CAPS = {"avx2": 1, "avx512": 2}  # NSJAX_CPU_KERNEL values that cap the instruction set
 
 
 _LIB: list = []  # the loaded library, once _load() succeeded
@@ -66,15 +71,16 @@ def _load() -> tuple[bool, str]:
     mode = os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower()
     if mode in ("0", "false", "off", "no"):
         return False, "switched off by NSJAX_CPU_KERNEL"
-    if mode not in ("", "1", "true", "on", "yes", "avx2"):
-        raise ValueError(f"NSJAX_CPU_KERNEL={mode!r}: expected 0 (off), 1 (on, the default) "
-                         "or avx2 (on, AVX2 code only)")
+    if mode not in ("", "1", "true", "on", "yes", *_ISA_CAPS):
+        raise ValueError(f"NSJAX_CPU_KERNEL={mode!r}: expected 0 (off), 1 (on, the default), "
+                         "avx2 (on, AVX2 code only) or avx512 (on, no AMX)")
     spec = importlib.util.find_spec("nsjax._project_cpu")
     if spec is None or not spec.origin:
         return False, "the extension nsjax._project_cpu was not built (no C++ compiler at install?)"
     try:
         lib = ctypes.CDLL(spec.origin)
-        isa = int(lib.nsjax_project_cap_isa(1) if mode == "avx2" else lib.nsjax_project_isa())
+        isa = int(lib.nsjax_project_cap_isa(_ISA_CAPS[mode]) if mode in _ISA_CAPS
+                  else lib.nsjax_project_isa())
     except OSError as e:  # pragma: no cover - a broken build
         return False, f"could not load {spec.origin}: {e}"
     if isa == 0:

@@ -6,6 +6,7 @@ like sqrt(n) eps |x|, and we allow 16 sqrt(n) eps max|x| (n = 784: 5e-5; measure
 A wrong index or a missed tail column gives errors of order |x|.
 """
 
+import contextlib
 import math
 import os
 import platform
@@ -83,6 +84,35 @@ EDGE_CASES = [(0, 785, 32), (5, 1, 1), (9, 17, 17), (7, 31, 31), (11, 785, 17), 
 # of 785 floats (3140 bytes = 4 mod 32): only every 8th row starts 32-byte aligned, every
 # 16th 64-byte aligned, so the streaming stores must stay off (their row-alignment guard)
 BIG_UNALIGNED = (12000, 785, 32)
+
+
+# The AMX kernel (project_amx.inc) takes bases of >= 96 padded columns and >= 1024 rows per
+# basis, on CPUs with AMX-BF16.  Its sums run in another order (bfloat16 pieces, 32-term
+# tile dot products), so its bits differ from the FMA code's; both are held to _amx_tol,
+# 1.5 sqrt(n) eps max|x| against float64 (2 of it for |project(x) B|): on the cases below
+# the FMA code measures 0.15-0.65 of sqrt(n) eps max|x| (|project(x) B|: 0.26-0.58), the
+# AMX kernel 0.12-0.40 (0.44-0.69), and the kernel without its three order-2 piece products
+# 2.2-12 (5-14), which the looser _tol would let through.  Cases: rows of 785 (a 1-lane
+# tail; 25 k-blocks, the last padded) with 112 columns (an odd number of column tiles) and
+# 12 rows in the last 32-row block; 1040 x 250 -> 256 columns (even); rows of 130 against
+# 96 columns, 2080 rows (whole blocks); and (next test) a basis per vmapped slice.
+AMX = K.available() and "amx" in K.info()
+AMX_CASES = [(1100, 785, 100), (1031, 1040, 250), (2080, 130, 96)]
+
+
+def _amx_tol(x):
+    return 1.5 * np.sqrt(x.shape[-1]) * EPS * float(jnp.max(jnp.abs(x)))
+ISA_DEFAULT_CAP = K._ISA_CAPS.get(os.environ.get("NSJAX_CPU_KERNEL", "").strip().lower(), 3)
+
+
+@contextlib.contextmanager
+def _isa_capped(cap: int):
+    """The kernel keeps to instruction set ``cap`` (1 AVX2, 2 AVX-512, 3 AMX) inside."""
+    K._LIB[0].nsjax_project_cap_isa(cap)
+    try:
+        yield
+    finally:
+        K._LIB[0].nsjax_project_cap_isa(ISA_DEFAULT_CAP)
 
 
 def _run_child(code: str, **env):
@@ -231,17 +261,71 @@ def test_packed_basis_path_is_bit_identical_to_the_row_major_one(null_part):
     # sums run in the same order either way, so a batch that is packed and its first rows
     # projected alone (too few to pack) must agree exactly, for one basis and for a batch
     # of bases under vmap (each basis packed separately).
+    # (The FMA code: the AMX kernel, which would take the first case, is tested below.)
     x, b = _x((1100, 785)), _basis(785, 100, seed=1)
-    big = np.asarray(K.project_rows(x, b, null_part)[0])
-    small = np.asarray(K.project_rows(x[:13], b, null_part)[0])
+    with _isa_capped(2):
+        big = np.asarray(K.project_rows(x, b, null_part)[0])
+        small = np.asarray(K.project_rows(x[:13], b, null_part)[0])
     np.testing.assert_array_equal(big[:13], small)
     xs = _x((2, 1100, 200), seed=2)
     bs = jnp.stack([_basis(200, 20, seed=s) for s in range(2)])
     f = jax.vmap(lambda xi, bi: K.project_rows(xi, bi, null_part)[0])
-    big, small = np.asarray(f(xs, bs)), np.asarray(f(xs[:, :13], bs))
+    with _isa_capped(2):
+        big, small = np.asarray(f(xs, bs)), np.asarray(f(xs[:, :13], bs))
     np.testing.assert_array_equal(big[:, :13], small)
     for i in range(2):
         np.testing.assert_allclose(big[i], _ref(xs[i], bs[i], null_part), rtol=0, atol=_tol(xs))
+
+
+@needs_kernel
+@pytest.mark.parametrize("m,n,c", AMX_CASES, ids=lambda v: str(v))
+def test_amx_shapes_match_float64_and_the_fma_code(m, n, c):
+    # Where the CPU has AMX these shapes take the AMX kernel (elsewhere the FMA code, and
+    # the test checks that code against the same tolerance).
+    x, b = _x((m, n), seed=5), _basis(n, c, seed=6)
+    for null_part in (True, False):
+        out, finite = K.project_rows(x, b, null_part)
+        with _isa_capped(2):
+            fma = np.asarray(K.project_rows(x, b, null_part)[0])
+        assert bool(finite)
+        ref = _ref(x, b, null_part)
+        np.testing.assert_allclose(np.asarray(out), ref, rtol=0, atol=_amx_tol(x))
+        np.testing.assert_allclose(fma, ref, rtol=0, atol=_amx_tol(x))
+        if AMX:  # another summation order: the AMX kernel ran
+            assert not np.array_equal(np.asarray(out), fma)
+        if null_part:  # the defining property: nothing left along the basis
+            assert float(jnp.max(jnp.abs(out @ b))) < 2 * _amx_tol(x)
+
+
+@needs_kernel
+def test_amx_kernel_flags_nan_and_inf_rows_and_takes_a_basis_per_slice():
+    x = _x((2, 1100, 300), seed=7)
+    bs = jnp.stack([_basis(300, 100, seed=s) for s in range(2)])
+    f = jax.jit(jax.vmap(lambda xi, bi: K.project_rows(xi, bi, True)))
+    out, finite = f(x, bs)
+    assert finite.tolist() == [True, True]
+    for i in range(2):
+        np.testing.assert_allclose(np.asarray(out[i]), _ref(x[i], bs[i], True), rtol=0,
+                                   atol=_amx_tol(x))
+    # a NaN in the last row of the first slice (the last, partial block), +inf in the
+    # second slice's first block
+    bad = x.at[0, 1099, 7].set(jnp.nan).at[1, 5, 299].set(jnp.inf)
+    assert f(bad, bs)[1].tolist() == [False, False]
+    assert f(bad.at[1].set(x[1]), bs)[1].tolist() == [False, True]
+
+
+def test_amx_kernel_is_the_one_tested_where_the_cpu_has_it(record_property):
+    # As for AVX-512 above: where the CPU lacks AMX-BF16 (or Linux refuses the tile state)
+    # the AMX tests ran the FMA code, and this says so as a visible skip.
+    record_property("cpu_kernel", K.info())
+    if not K.available():
+        pytest.skip(K.info())
+    if not (_cpu_has("amx_bf16") and _cpu_has("avx512_bf16")):
+        assert "amx" not in K.info(), K.info()
+        pytest.skip("AMX-BF16 absent on this CPU: the AMX tests ran the FMA code")
+    if ISA_DEFAULT_CAP < 3:
+        pytest.skip("NSJAX_CPU_KERNEL caps the kernel below AMX")
+    assert "amx-bf16" in K.info(), K.info()
 
 
 @needs_kernel

@@ -30,8 +30,12 @@
 #include <mutex>
 #include <vector>
 
+#include <cstring>
+
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include "xla/ffi/api/ffi.h"
@@ -59,7 +63,40 @@ using PatchRowsFn = void (*)(const float*, const float*, const float*, float*, u
 
 }  // namespace
 
+// The AMX kernel's tile sizes and its exact split of a float32 into three bfloat16 pieces
+// (see project_amx.inc), for the basis packing in AmxBasis.
+namespace amx {
+constexpr int kT = 16;        // rows per tile; float32 columns per accumulator tile
+constexpr int kK = 32;        // bfloat16 values per tile row: k per tile
+constexpr int64_t kMB = 32;   // rows of x per block: two row tiles
+constexpr int kPieces = 3;
+constexpr int64_t kTileBf16 = kT * kK;  // bfloat16 values per packed B tile
+
+// float32 -> bfloat16 bits, round to nearest even (finite values; the basis is finite).
+static inline uint16_t bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+static inline float from_bf16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// The three pieces of a (scalar; the basis packing).
+static inline void split(float a, uint16_t p[kPieces]) {
+  for (int i = 0; i < kPieces; ++i) {
+    p[i] = bf16(a);
+    a -= from_bf16(p[i]);
+  }
+}
+
+}  // namespace amx
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NSJAX_NO_SIMD)
+#include <cpuid.h>
 #include <immintrin.h>
 
 #if defined(__clang__)
@@ -142,27 +179,57 @@ struct V {
 #pragma GCC pop_options
 #endif
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")
+#endif
+#include "project_amx.inc"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
 namespace {
+// AMX-BF16 with AVX512-BF16 (CPUID leaf 7), and the kernel's permission for this process
+// to use the tile registers (Linux 5.16+: arch_prctl(ARCH_REQ_XCOMP_PERM)); without it the
+// first tile instruction would fault.
+bool AmxUsable() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool tiles = (d >> 22 & 1) && (d >> 24 & 1);  // AMX-BF16, AMX-TILE
+  if (!tiles || !__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a >> 5 & 1)) return false;
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 int DetectIsa() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return 2;
+  if (__builtin_cpu_supports("avx512f")) return AmxUsable() ? 3 : 2;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
   return 0;
 }
 ProjectRowsFn RowsFn(int isa) {
-  return isa == 2 ? &avx512::rows : isa == 1 ? &avx2::rows : nullptr;
+  return isa >= 2 ? &avx512::rows : isa == 1 ? &avx2::rows : nullptr;
 }
+ProjectRowsFn AmxRowsFn() { return &amx::rows; }
 PatchRowsFn PatchFn(int isa) {
-  return isa == 2 ? &avx512::patch_rows : isa == 1 ? &avx2::patch_rows : nullptr;
+  return isa >= 2 ? &avx512::patch_rows : isa == 1 ? &avx2::patch_rows : nullptr;
 }
-int64_t Lanes(int isa) { return isa == 2 ? 16 : 8; }
-int64_t PanelVectors(int isa) { return isa == 2 ? avx512::V::NV : avx2::V::NV; }
+int64_t Lanes(int isa) { return isa >= 2 ? 16 : 8; }
+int64_t PanelVectors(int isa) { return isa >= 2 ? avx512::V::NV : avx2::V::NV; }
 void StoreFence() { _mm_sfence(); }  // orders the streaming stores before we report done
 }  // namespace
 #else
 namespace {
 int DetectIsa() { return 0; }
 ProjectRowsFn RowsFn(int) { return nullptr; }
+ProjectRowsFn AmxRowsFn() { return nullptr; }
 PatchRowsFn PatchFn(int) { return nullptr; }
 int64_t Lanes(int) { return 16; }
 int64_t PanelVectors(int) { return 1; }
@@ -172,7 +239,7 @@ void StoreFence() {}
 
 namespace {
 
-std::atomic<int> g_isa_cap{2};  // nsjax_project_cap_isa: test the AVX2 path on AVX-512
+std::atomic<int> g_isa_cap{3};  // nsjax_project_cap_isa: test the AVX2/AVX-512 paths
 std::atomic<bool> g_advise{true};  // nsjax_project_set_hugepages: measure without
 
 // Transparent huge pages for a large output buffer: asked for on the whole buffer before
@@ -270,6 +337,7 @@ int Isa() {
 // starts late claims no chunk, so it never reads a buffer that was reused.
 constexpr int64_t kPackCacheFloats = int64_t{2} << 20;  // 8 MiB
 constexpr int64_t kPackMinRows = 1024;  // rows of x per basis from which packing pays
+constexpr int64_t kAmxMinCols = 96;  // basis columns from which the AMX kernel is used
 struct PackedBasis {
   std::vector<float> own;
   float *r = nullptr, *rt = nullptr;
@@ -311,6 +379,46 @@ struct PackedBasis {
   }
 };
 
+// R (n, rp) and Rt (rp, n) of ``bases`` bases as the AMX kernel's B tiles
+// (project_amx.inc): for each basis, R's three pieces of ceil(n / 32) k-blocks x rp / 16
+// column tiles at b1 + b b1_size, Rt's three pieces of ceil(rp / 32) x ceil(n / 16) at
+// b2 + b b2_size (sizes in floats: two bfloat16 per float), zero-padded, 64-byte aligned.
+struct AmxBasis {
+  std::vector<uint16_t> own;
+  float *b1 = nullptr, *b2 = nullptr;
+  int64_t b1_size = 0, b2_size = 0;
+
+  // Tile (piece, kb, jt) of a (K, N) row-major matrix a, elements (k, j) with
+  // k < K, j < N, at dst + ((piece kbs + kb) jts + jt) 512.
+  static void Pack(const float* a, int64_t rows, int64_t cols, uint16_t* dst) {
+    const int64_t kbs = (rows + amx::kK - 1) / amx::kK, jts = (cols + amx::kT - 1) / amx::kT;
+    for (int64_t k = 0; k < rows; ++k)
+      for (int64_t j = 0; j < cols; ++j) {
+        uint16_t p[amx::kPieces];
+        amx::split(a[k * cols + j], p);
+        const int64_t in_tile = (k % amx::kK) / 2 * amx::kK + 2 * (j % amx::kT) + k % 2;
+        for (int q = 0; q < amx::kPieces; ++q)
+          dst[((q * kbs + k / amx::kK) * jts + j / amx::kT) * amx::kTileBf16 + in_tile] = p[q];
+      }
+  }
+  AmxBasis(const float* r_in, const float* rt_in, int64_t bases, int64_t n, int64_t rp) {
+    const int64_t t1 = (n + amx::kK - 1) / amx::kK * (rp / amx::kT);
+    const int64_t t2 = (rp + amx::kK - 1) / amx::kK * ((n + amx::kT - 1) / amx::kT);
+    const int64_t s1 = amx::kPieces * t1 * amx::kTileBf16, s2 = amx::kPieces * t2 * amx::kTileBf16;
+    own.assign(bases * (s1 + s2) + 64, uint16_t{0});
+    auto* base = reinterpret_cast<uint16_t*>(
+        (reinterpret_cast<uintptr_t>(own.data()) + 63) & ~uintptr_t{63});
+    for (int64_t b = 0; b < bases; ++b) {
+      Pack(r_in + b * n * rp, n, rp, base + b * s1);
+      Pack(rt_in + b * n * rp, rp, n, base + bases * s1 + b * s2);
+    }
+    b1 = reinterpret_cast<float*>(base);
+    b2 = reinterpret_cast<float*>(base + bases * s1);
+    b1_size = s1 / 2;
+    b2_size = s2 / 2;
+  }
+};
+
 // Chunks of rows per worker thread.  Whoever finishes early claims the next chunk, so the
 // most a worker that is preempted or slowed (a busy core, a VM's other tenants) can hold
 // back the call is the rest of one chunk: small chunks bound that wait, and each costs
@@ -325,7 +433,8 @@ struct Job {
   ProjectRowsFn fn;
   const float *x, *r, *rt;  // R and Rt as given, or packed (then ``basis`` owns them)
   std::unique_ptr<PackedBasis> basis;
-  int64_t rt_size;  // floats per basis in rt
+  std::unique_ptr<AmxBasis> amx_basis;
+  int64_t r_size, rt_size;  // floats per basis in r and rt
   float* out;
   uint8_t* bad;
   std::vector<int64_t> x_of, basis_of;  // output slab g: x slab x_of[g], basis basis_of[g]
@@ -343,7 +452,7 @@ struct Job {
       const int64_t g = c / chunks_per_slab, k = c % chunks_per_slab, b = basis_of[g];
       const int64_t r0 = k * chunk_rows, r1 = std::min(m, r0 + chunk_rows);
       advice.Before(out + (g * m + r0) * n, out + (g * m + r1) * n);
-      fn(x + x_of[g] * m * n, r + b * n * rp, rt + b * rt_size, out + g * m * n, bad + g * m,
+      fn(x + x_of[g] * m * n, r + b * r_size, rt + b * rt_size, out + g * m * n, bad + g * m,
          r0, r1, n, rp, null_part, nt, basis != nullptr);
       ++finished;
     }
@@ -408,8 +517,16 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   for (size_t i = 0; i < nb; ++i) bases *= rd[i];
   job->r = r.typed_data();
   job->rt = rt.typed_data();
-  job->rt_size = rp * n;
-  if (slabs * m >= kPackMinRows * bases) {  // below, the copy costs more than it saves
+  job->r_size = job->rt_size = rp * n;
+  const bool amx = isa == 3 && rp >= kAmxMinCols && slabs * m >= kPackMinRows * bases;
+  if (amx) {
+    job->fn = AmxRowsFn();
+    job->amx_basis = std::make_unique<AmxBasis>(job->r, job->rt, bases, n, rp);
+    job->r = job->amx_basis->b1;
+    job->rt = job->amx_basis->b2;
+    job->r_size = job->amx_basis->b1_size;
+    job->rt_size = job->amx_basis->b2_size;
+  } else if (slabs * m >= kPackMinRows * bases) {  // below, the copy costs more than it saves
     job->basis = std::make_unique<PackedBasis>(job->r, job->rt, bases, n, rp, Lanes(isa),
                                                 PanelVectors(isa));
     job->r = job->basis->r;
@@ -451,7 +568,8 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const int64_t workers = flops < 4e6 ? 1 : threads;  // below ~20 us, scheduling costs more
   // ~kChunksPerWorker chunks per worker, each a multiple of 24 rows (whole MR-row tiles)
   int64_t chunk = (slabs * m + kChunksPerWorker * workers - 1) / (kChunksPerWorker * workers);
-  chunk = std::max<int64_t>(24, (chunk + 23) / 24 * 24);
+  const int64_t unit = amx ? amx::kMB : 24;
+  chunk = std::max<int64_t>(unit, (chunk + unit - 1) / unit * unit);
   job->chunk_rows = std::min(chunk, job->m);
   job->chunks_per_slab = (job->m + job->chunk_rows - 1) / job->chunk_rows;
   job->total = job->chunks_per_slab * groups;
@@ -578,13 +696,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NsjaxProjectF32, ProjectImpl,
                                   .Ret<ffi::Buffer<ffi::U8>>()   // bad (..., M)
                                   .Attr<bool>("null_part"));
 
-// 2: AVX-512F, 1: AVX2 + FMA, 0: no kernel (nsjax falls back to XLA's matmuls).
+// 3: AVX-512F + AMX-BF16 (the AMX kernel for wide bases), 2: AVX-512F, 1: AVX2 + FMA, 0: no
+// kernel (nsjax falls back to XLA's matmuls).
 extern "C" int nsjax_project_isa() { return Isa(); }
 
-// Use at most instruction set ``cap`` from now on (NSJAX_CPU_KERNEL=avx2); returns the new
+// Use at most instruction set ``cap`` from now on (NSJAX_CPU_KERNEL=avx2 or avx512); returns the new
 // nsjax_project_isa().
 extern "C" int nsjax_project_cap_isa(int cap) {
-  g_isa_cap.store(std::max(0, std::min(cap, 2)));
+  g_isa_cap.store(std::max(0, std::min(cap, 3)));
   return Isa();
 }
 
