@@ -293,6 +293,9 @@ def test_amx_shapes_match_float64_and_the_fma_code(m, n, c):
         np.testing.assert_allclose(fma, ref, rtol=0, atol=_amx_tol(x))
         if AMX:  # another summation order: the AMX kernel ran
             assert not np.array_equal(np.asarray(out), fma)
+        # in place (the kernel reads each block of x before it writes it): the same bits
+        inplace = jax.jit(lambda x: K.project_rows(x, b, null_part, inplace=True)[0])  # noqa: B023
+        np.testing.assert_array_equal(np.asarray(inplace(x)), np.asarray(out))
         if null_part:  # the defining property: nothing left along the basis
             assert float(jnp.max(jnp.abs(out @ b))) < 2 * _amx_tol(x)
 

@@ -18,8 +18,12 @@
 // Precision.HIGHEST, summed in a different order.
 //
 // Instruction sets: AVX-512F and AVX2+FMA, chosen at run time (nsjax_project_isa()); the
-// body is compiled once per set from project_body.inc.  Elsewhere (or with -DNSJAX_NO_SIMD,
-// to check that path compiles) the library builds with isa 0 and nsjax uses XLA's matmuls.
+// body is compiled once per set from project_body.inc.  Where the CPU also has AMX-BF16
+// (and Linux grants the tile state), bases of kAmxMinCols or more columns take the AMX
+// kernel of project_amx.inc instead: float32 accuracy from three exact bfloat16 pieces per
+// operand (see there), at ~1.1-1.2x the AVX-512 speed for such bases.  Elsewhere (or with
+// -DNSJAX_NO_SIMD, to check that path compiles) the library builds with isa 0 and nsjax
+// uses XLA's matmuls.
 
 #include <algorithm>
 #include <atomic>
@@ -337,7 +341,10 @@ int Isa() {
 // starts late claims no chunk, so it never reads a buffer that was reused.
 constexpr int64_t kPackCacheFloats = int64_t{2} << 20;  // 8 MiB
 constexpr int64_t kPackMinRows = 1024;  // rows of x per basis from which packing pays
-constexpr int64_t kAmxMinCols = 96;  // basis columns from which the AMX kernel is used
+// Basis columns (padded) from which the AMX kernel is used: measured on 2 cores against
+// the AVX-512 body, (60000, 784) rows: 1.14x at 112 columns, 1.23x at 256, a tie at 64;
+// (200000, 100) x 48: 0.88x (docs/results/performance.md, eighth session).
+constexpr int64_t kAmxMinCols = 96;
 struct PackedBasis {
   std::vector<float> own;
   float *r = nullptr, *rt = nullptr;
@@ -566,7 +573,8 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const double flops = 4.0 * slabs * m * n * rp;
   const int64_t workers = flops < 4e6 ? 1 : threads;  // below ~20 us, scheduling costs more
-  // ~kChunksPerWorker chunks per worker, each a multiple of 24 rows (whole MR-row tiles)
+  // ~kChunksPerWorker chunks per worker, each a multiple of 24 rows (whole MR-row tiles of
+  // both FMA bodies) or, for the AMX kernel, of its 32-row blocks
   int64_t chunk = (slabs * m + kChunksPerWorker * workers - 1) / (kChunksPerWorker * workers);
   const int64_t unit = amx ? amx::kMB : 24;
   chunk = std::max<int64_t>(unit, (chunk + unit - 1) / unit * unit);
