@@ -38,6 +38,7 @@ says whether it is in use; ``NSJAX_CPU_KERNEL=0`` in the environment switches it
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib.util
@@ -49,9 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["available", "info", "set_hugepages", "set_fault_allowance_ms", "advice_stats",
-           "supports", "worthwhile", "project_rows", "project_rows_xla", "project_patches",
-           "MAX_COLS"]
+__all__ = ["available", "info", "isa_capped", "set_hugepages", "set_fault_allowance_ms",
+           "advice_stats", "supports", "worthwhile", "project_rows", "project_rows_xla",
+           "project_patches", "MAX_COLS"]
 
 TARGET = "nsjax_project_f32"
 PATCH_TARGET = "nsjax_project_patches_f32"
@@ -60,6 +61,7 @@ MAX_COLS = 256  # the kernel's limit on (padded) basis columns; wider bases use 
 HIGHEST = lax.Precision.HIGHEST
 _ISA_NAMES = {0: "none", 1: "avx2+fma", 2: "avx512f", 3: "avx512f+amx-bf16"}
 _ISA_CAPS = {"avx2": 1, "avx512": 2}  # NSJAX_CPU_KERNEL values that cap the instruction set
+_ISA_LEVELS = {"avx2": 1, "avx512": 2, "amx": 3}
 
 
 _LIB: list = []  # the loaded library, once _load() succeeded
@@ -143,6 +145,26 @@ def advice_stats() -> dict[str, int]:
     out = (ctypes.c_int64 * 3)()
     fn(out)
     return dict(zip(("regions", "probed", "stopped"), (int(v) for v in out)))
+
+
+@contextlib.contextmanager
+def isa_capped(isa: str):
+    """Inside the block the kernel uses at most instruction set ``isa`` (``"avx2"``,
+    ``"avx512"`` or ``"amx"``; what the CPU lacks it still does not use), then the level
+    ``NSJAX_CPU_KERNEL`` set again.  Yields the level in use (:data:`_ISA_NAMES`), 0 when
+    the kernel is not.  For tests and benchmarks that compare the code paths in one
+    process, not a user setting."""
+    if isa not in _ISA_LEVELS:
+        raise ValueError(f"isa_capped: expected one of {sorted(_ISA_LEVELS)}, got {isa!r}")
+    fn = _symbol("nsjax_project_cap_isa")
+    if fn is None:
+        yield 0
+        return
+    mode = os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower()
+    try:
+        yield int(fn(_ISA_LEVELS[isa]))
+    finally:
+        fn(_ISA_CAPS.get(mode, 3))
 
 
 def info() -> str:

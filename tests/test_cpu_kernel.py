@@ -6,7 +6,6 @@ like sqrt(n) eps |x|, and we allow 16 sqrt(n) eps max|x| (n = 784: 5e-5; measure
 A wrong index or a missed tail column gives errors of order |x|.
 """
 
-import contextlib
 import math
 import os
 import platform
@@ -103,16 +102,6 @@ AMX_CASES = [(1100, 785, 100), (1031, 1040, 250), (2080, 130, 96)]
 def _amx_tol(x):
     return 1.5 * np.sqrt(x.shape[-1]) * EPS * float(jnp.max(jnp.abs(x)))
 ISA_DEFAULT_CAP = K._ISA_CAPS.get(os.environ.get("NSJAX_CPU_KERNEL", "").strip().lower(), 3)
-
-
-@contextlib.contextmanager
-def _isa_capped(cap: int):
-    """The kernel keeps to instruction set ``cap`` (1 AVX2, 2 AVX-512, 3 AMX) inside."""
-    K._LIB[0].nsjax_project_cap_isa(cap)
-    try:
-        yield
-    finally:
-        K._LIB[0].nsjax_project_cap_isa(ISA_DEFAULT_CAP)
 
 
 def _run_child(code: str, **env):
@@ -263,14 +252,14 @@ def test_packed_basis_path_is_bit_identical_to_the_row_major_one(null_part):
     # of bases under vmap (each basis packed separately).
     # (The FMA code: the AMX kernel, which would take the first case, is tested below.)
     x, b = _x((1100, 785)), _basis(785, 100, seed=1)
-    with _isa_capped(2):
+    with K.isa_capped("avx512"):
         big = np.asarray(K.project_rows(x, b, null_part)[0])
         small = np.asarray(K.project_rows(x[:13], b, null_part)[0])
     np.testing.assert_array_equal(big[:13], small)
     xs = _x((2, 1100, 200), seed=2)
     bs = jnp.stack([_basis(200, 20, seed=s) for s in range(2)])
     f = jax.vmap(lambda xi, bi: K.project_rows(xi, bi, null_part)[0])
-    with _isa_capped(2):
+    with K.isa_capped("avx512"):
         big, small = np.asarray(f(xs, bs)), np.asarray(f(xs[:, :13], bs))
     np.testing.assert_array_equal(big[:, :13], small)
     for i in range(2):
@@ -285,7 +274,7 @@ def test_amx_shapes_match_float64_and_the_fma_code(m, n, c):
     x, b = _x((m, n), seed=5), _basis(n, c, seed=6)
     for null_part in (True, False):
         out, finite = K.project_rows(x, b, null_part)
-        with _isa_capped(2):
+        with K.isa_capped("avx512"):
             fma = np.asarray(K.project_rows(x, b, null_part)[0])
         assert bool(finite)
         ref = _ref(x, b, null_part)
@@ -315,6 +304,17 @@ def test_amx_kernel_flags_nan_and_inf_rows_and_takes_a_basis_per_slice():
     bad = x.at[0, 1099, 7].set(jnp.nan).at[1, 5, 299].set(jnp.inf)
     assert f(bad, bs)[1].tolist() == [False, False]
     assert f(bad.at[1].set(x[1]), bs)[1].tolist() == [False, True]
+
+
+@needs_kernel
+def test_isa_capped_restores_the_level_and_rejects_unknown_names():
+    level = K._LIB[0].nsjax_project_isa()
+    with K.isa_capped("avx2") as inside:
+        assert inside == 1 == K._LIB[0].nsjax_project_isa()
+    assert K._LIB[0].nsjax_project_isa() == level
+    with pytest.raises(ValueError, match="avx512"):
+        with K.isa_capped("sse"):
+            pass
 
 
 def test_amx_kernel_is_the_one_tested_where_the_cpu_has_it(record_property):
