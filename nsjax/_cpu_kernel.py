@@ -150,9 +150,9 @@ def advice_stats() -> dict[str, int]:
 @contextlib.contextmanager
 def isa_capped(isa: str):
     """Inside the block the kernel uses at most instruction set ``isa`` (``"avx2"``,
-    ``"avx512"`` or ``"amx"``; what the CPU lacks it still does not use), then the level
-    ``NSJAX_CPU_KERNEL`` set again.  Yields the level in use (:data:`_ISA_NAMES`), 0 when
-    the kernel is not.  For tests and benchmarks that compare the code paths in one
+    ``"avx512"`` or ``"amx"``), and never more than the CPU has or ``NSJAX_CPU_KERNEL``
+    allows; after it, that allowance again.  Yields the level in use (:data:`_ISA_NAMES`),
+    0 when the kernel is not.  For tests and benchmarks that compare the code paths in one
     process, not a user setting."""
     if isa not in _ISA_LEVELS:
         raise ValueError(f"isa_capped: expected one of {sorted(_ISA_LEVELS)}, got {isa!r}")
@@ -160,11 +160,11 @@ def isa_capped(isa: str):
     if fn is None:
         yield 0
         return
-    mode = os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower()
+    allowed = _ISA_CAPS.get(os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower(), 3)
     try:
-        yield int(fn(_ISA_LEVELS[isa]))
+        yield int(fn(min(_ISA_LEVELS[isa], allowed)))
     finally:
-        fn(_ISA_CAPS.get(mode, 3))
+        fn(allowed)
 
 
 def info() -> str:

@@ -902,3 +902,17 @@ def test_bench_idle_faults_script_runs_and_restores_the_defaults(capsys):
         assert name in out
     assert "regions probed" in out  # a 9.4 MB output is advised and probed
     assert K.set_fault_allowance_ms(1.0) == 1.0 and K.set_hugepages(True) is True
+
+
+@needs_kernel
+def test_bench_cpu_isa_script_runs_every_path_and_restores_the_level(capsys):
+    mod = load_script(SCRIPTS / "bench_cpu_isa.py")
+    level = K._LIB[0].nsjax_project_isa()
+    assert mod.main(["--repeats", "1", "--rounds", "1", "--shapes", "1100x130x96"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"1100x130x96: .*avx2 [\d.]+ ms", out), out
+    assert ("amx " in out) == AMX
+    assert ("avx512 " in out) == _cpu_has("avx512f")
+    assert K._LIB[0].nsjax_project_isa() == level
+    with pytest.raises(SystemExit):  # a malformed shape is an argparse error
+        mod.main(["--shapes", "60000x784"])
