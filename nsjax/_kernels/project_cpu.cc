@@ -21,7 +21,7 @@
 // body is compiled once per set from project_body.inc.  Where the CPU also has AMX-BF16
 // (and Linux grants the tile state), bases of kAmxMinCols or more columns take the AMX
 // kernel of project_amx.inc instead: float32 accuracy from three exact bfloat16 pieces per
-// operand (see there), at ~1.1-1.2x the AVX-512 speed for such bases.  Elsewhere (or with
+// operand (see there), at 1.1-1.3x the AVX-512 speed for such bases.  Elsewhere (or with
 // -DNSJAX_NO_SIMD, to check that path compiles) the library builds with isa 0 and nsjax
 // uses XLA's matmuls.
 
@@ -342,8 +342,9 @@ int Isa() {
 constexpr int64_t kPackCacheFloats = int64_t{2} << 20;  // 8 MiB
 constexpr int64_t kPackMinRows = 1024;  // rows of x per basis from which packing pays
 // Basis columns (padded) from which the AMX kernel is used: measured on 2 cores against
-// the AVX-512 body, (60000, 784) rows: 1.14x at 112 columns, 1.23x at 256, a tie at 64;
-// (200000, 100) x 48: 0.88x (docs/results/performance.md, eighth session).
+// the AVX-512 body, (60000, 784) rows: 1.05-1.17x at 112 columns, 1.28-1.34x at 256,
+// 0.91-1.05x at 64; (200000, 100) x 48: 0.87-1.01x (docs/results/performance.md, eighth
+// session; scripts/bench_cpu_isa.py).
 constexpr int64_t kAmxMinCols = 96;
 struct PackedBasis {
   std::vector<float> own;
