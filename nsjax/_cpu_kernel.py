@@ -9,10 +9,11 @@ Measured speed: ``benchmarks/README.md`` (``python -m benchmarks.projection_60k`
 
 * **float32 accuracy**: float32 FMAs (the same arithmetic as ``Precision.HIGHEST``,
   summed in another order: the results agree with XLA's to a few ulps of ``|x|``), or, on
-  a CPU with AMX-BF16 and a basis of 96 or more (padded) columns, Intel AMX tiles with
-  each float32 operand split exactly into three bfloat16 pieces and the six products
-  that reach float32's precision summed in float32 (``nsjax/_kernels/project_amx.inc``;
-  the same error bound against float64 as the FMA path, checked by the tests);
+  a CPU with AMX-BF16, a basis of 96 or more (padded) columns and 4096 or more rows,
+  Intel AMX tiles with each float32 operand split exactly into three bfloat16 pieces and
+  the six products that reach float32's precision summed in float32
+  (``nsjax/_kernels/project_amx.inc``; the same error bound against float64 as the FMA
+  path, checked by the tests);
 * **CPU only**: under ``jit`` for another platform, ``lax.platform_dependent`` lowers
   XLA's matmuls instead, so one traced function serves CPU, GPU and TPU;
 * **differentiable** (``custom_jvp``: tangents go through XLA's matmuls, reverse mode by

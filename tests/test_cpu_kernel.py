@@ -85,18 +85,19 @@ EDGE_CASES = [(0, 785, 32), (5, 1, 1), (9, 17, 17), (7, 31, 31), (11, 785, 17), 
 BIG_UNALIGNED = (12000, 785, 32)
 
 
-# The AMX kernel (project_amx.inc) takes bases of >= 96 padded columns and >= 1024 rows per
+# The AMX kernel (project_amx.inc) takes bases of >= 96 padded columns and >= 4096 rows per
 # basis, on CPUs with AMX-BF16.  Its sums run in another order (bfloat16 pieces, 32-term
 # tile dot products), so its bits differ from the FMA code's; both are held to _amx_tol,
 # 1.5 sqrt(n) eps max|x| against float64 (2 of it for |project(x) B|): on the cases below
-# the FMA code measures 0.15-0.65 of sqrt(n) eps max|x| (|project(x) B|: 0.26-0.58), the
-# AMX kernel 0.12-0.40 (0.44-0.69), and the kernel without its three order-2 piece products
-# 2.2-12 (5-14), which the looser _tol would let through.  Cases: rows of 785 (a 1-lane
+# the FMA code measures 0.15-0.80 of sqrt(n) eps max|x| (|project(x) B|: 0.33-0.60), the
+# AMX kernel 0.12-0.40 (0.47-0.69), and the kernel without its three order-2 piece products
+# 2.2-12 (5-18), which the looser _tol would let through.  Cases: rows of 785 (a 1-lane
 # tail; 25 k-blocks, the last padded) with 112 columns (an odd number of column tiles) and
-# 12 rows in the last 32-row block; 1040 x 250 -> 256 columns (even); rows of 130 against
-# 96 columns, 2080 rows (whole blocks); and (next test) a basis per vmapped slice.
+# 4 rows in the last 32-row block; 1040 x 250 -> 256 columns (even), 31 rows in the last
+# block; rows of 130 against 96 columns, 4096 rows (whole blocks); and (next test) a basis
+# per vmapped slice.
 AMX = K.available() and "amx" in K.info()
-AMX_CASES = [(1100, 785, 100), (1031, 1040, 250), (2080, 130, 96)]
+AMX_CASES = [(4100, 785, 100), (4127, 1040, 250), (4096, 130, 96)]
 
 
 def _amx_tol(x):
@@ -291,7 +292,7 @@ def test_amx_shapes_match_float64_and_the_fma_code(m, n, c):
 
 @needs_kernel
 def test_amx_kernel_flags_nan_and_inf_rows_and_takes_a_basis_per_slice():
-    x = _x((2, 1100, 300), seed=7)
+    x = _x((2, 4100, 300), seed=7)
     bs = jnp.stack([_basis(300, 100, seed=s) for s in range(2)])
     f = jax.jit(jax.vmap(lambda xi, bi: K.project_rows(xi, bi, True)))
     out, finite = f(x, bs)
@@ -301,7 +302,7 @@ def test_amx_kernel_flags_nan_and_inf_rows_and_takes_a_basis_per_slice():
                                    atol=_amx_tol(x))
     # a NaN in the last row of the first slice (the last, partial block), +inf in the
     # second slice's first block
-    bad = x.at[0, 1099, 7].set(jnp.nan).at[1, 5, 299].set(jnp.inf)
+    bad = x.at[0, 4099, 7].set(jnp.nan).at[1, 5, 299].set(jnp.inf)
     assert f(bad, bs)[1].tolist() == [False, False]
     assert f(bad.at[1].set(x[1]), bs)[1].tolist() == [False, True]
 
@@ -908,9 +909,9 @@ def test_bench_idle_faults_script_runs_and_restores_the_defaults(capsys):
 def test_bench_cpu_isa_script_runs_every_path_and_restores_the_level(capsys):
     mod = load_script(SCRIPTS / "bench_cpu_isa.py")
     level = K._LIB[0].nsjax_project_isa()
-    assert mod.main(["--repeats", "1", "--rounds", "1", "--shapes", "1100x130x96"]) == 0
+    assert mod.main(["--repeats", "1", "--rounds", "1", "--shapes", "4100x130x96"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"1100x130x96: .*avx2 [\d.]+ ms", out), out
+    assert re.search(r"4100x130x96: .*avx2 [\d.]+ ms", out), out
     assert ("amx " in out) == AMX
     assert ("avx512 " in out) == _cpu_has("avx512f")
     assert K._LIB[0].nsjax_project_isa() == level

@@ -346,6 +346,10 @@ constexpr int64_t kPackMinRows = 1024;  // rows of x per basis from which packin
 // 0.91-1.05x at 64; (200000, 100) x 48: 0.87-1.01x (docs/results/performance.md, eighth
 // session; scripts/bench_cpu_isa.py).
 constexpr int64_t kAmxMinCols = 96;
+// Rows of x per basis from which the AMX kernel is used: packing its basis (three pieces,
+// tile layout) takes ~1 ms.  (784, 108), two threads, AMX vs AVX-512: 1024 rows 2.1-2.9 vs
+// 1.5 ms, 2048 3.0 vs 2.7, 4096 4.9-5.1 vs 5.1-5.2, 8192 8.7-9.1 vs 10.2.
+constexpr int64_t kAmxMinRows = 4096;
 struct PackedBasis {
   std::vector<float> own;
   float *r = nullptr, *rt = nullptr;
@@ -526,7 +530,7 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   job->r = r.typed_data();
   job->rt = rt.typed_data();
   job->r_size = job->rt_size = rp * n;
-  const bool amx = isa == 3 && rp >= kAmxMinCols && slabs * m >= kPackMinRows * bases;
+  const bool amx = isa == 3 && rp >= kAmxMinCols && slabs * m >= kAmxMinRows * bases;
   if (amx) {
     job->fn = AmxRowsFn();
     job->amx_basis = std::make_unique<AmxBasis>(job->r, job->rt, bases, n, rp);
