@@ -6,6 +6,7 @@ like sqrt(n) eps |x|, and we allow 16 sqrt(n) eps max|x| (n = 784: 5e-5; measure
 A wrong index or a missed tail column gives errors of order |x|.
 """
 
+import ctypes
 import math
 import os
 import platform
@@ -332,7 +333,17 @@ def test_amx_kernel_is_the_one_tested_where_the_cpu_has_it(record_property):
         pytest.skip("AMX-BF16 absent on this CPU: the AMX tests ran the FMA code")
     if ISA_DEFAULT_CAP < 3:
         pytest.skip("NSJAX_CPU_KERNEL caps the kernel below AMX")
+    if not _amx_permitted():
+        assert "amx" not in K.info(), K.info()
+        pytest.skip("Linux refuses this process the AMX tile state: the FMA code ran")
     assert "amx-bf16" in K.info(), K.info()
+
+
+def _amx_permitted() -> bool:
+    """Whether Linux grants this process the AMX tile state (what the kernel asks for)."""
+    sys_arch_prctl, req_xcomp_perm, xtiledata = 158, 0x1023, 18  # x86_64 Linux
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(sys_arch_prctl, req_xcomp_perm, xtiledata) == 0
 
 
 @needs_kernel
