@@ -61,8 +61,18 @@ LANES = 16  # basis columns are zero-padded to a multiple of this (the AVX-512 w
 MAX_COLS = 256  # the kernel's limit on (padded) basis columns; wider bases use XLA
 HIGHEST = lax.Precision.HIGHEST
 _ISA_NAMES = {0: "none", 1: "avx2+fma", 2: "avx512f", 3: "avx512f+amx-bf16"}
-_ISA_CAPS = {"avx2": 1, "avx512": 2}  # NSJAX_CPU_KERNEL values that cap the instruction set
 _ISA_LEVELS = {"avx2": 1, "avx512": 2, "amx": 3}
+_ENV_CAPS = ("avx2", "avx512")  # NSJAX_CPU_KERNEL values that cap the instruction set
+
+
+def _env_mode() -> str:
+    return os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower()
+
+
+def _allowed_level() -> int:
+    """The highest instruction-set level ``NSJAX_CPU_KERNEL`` allows (3: up to AMX)."""
+    mode = _env_mode()
+    return _ISA_LEVELS[mode] if mode in _ENV_CAPS else _ISA_LEVELS["amx"]
 
 
 _LIB: list = []  # the loaded library, once _load() succeeded
@@ -71,10 +81,10 @@ _LIB: list = []  # the loaded library, once _load() succeeded
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[bool, str]:
     """Find, load and register the kernel once; ``(ok, why)``."""
-    mode = os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower()
+    mode = _env_mode()
     if mode in ("0", "false", "off", "no"):
         return False, "switched off by NSJAX_CPU_KERNEL"
-    if mode not in ("", "1", "true", "on", "yes", *_ISA_CAPS):
+    if mode not in ("", "1", "true", "on", "yes", *_ENV_CAPS):
         raise ValueError(f"NSJAX_CPU_KERNEL={mode!r}: expected 0 (off), 1 (on, the default), "
                          "avx2 (on, AVX2 code only) or avx512 (on, no AMX)")
     spec = importlib.util.find_spec("nsjax._project_cpu")
@@ -82,7 +92,7 @@ def _load() -> tuple[bool, str]:
         return False, "the extension nsjax._project_cpu was not built (no C++ compiler at install?)"
     try:
         lib = ctypes.CDLL(spec.origin)
-        isa = int(lib.nsjax_project_cap_isa(_ISA_CAPS[mode]) if mode in _ISA_CAPS
+        isa = int(lib.nsjax_project_cap_isa(_allowed_level()) if mode in _ENV_CAPS
                   else lib.nsjax_project_isa())
     except OSError as e:  # pragma: no cover - a broken build
         return False, f"could not load {spec.origin}: {e}"
@@ -161,7 +171,7 @@ def isa_capped(isa: str):
     if fn is None:
         yield 0
         return
-    allowed = _ISA_CAPS.get(os.environ.get("NSJAX_CPU_KERNEL", "1").strip().lower(), 3)
+    allowed = _allowed_level()
     try:
         yield int(fn(min(_ISA_LEVELS[isa], allowed)))
     finally:

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not K.available():
         raise SystemExit(f"bench_cpu_isa: {K.info()}")
-    paths = [isa for isa in ("amx", "avx512", "avx2")
-             if _levels().get(isa, 0) == {"amx": 3, "avx512": 2, "avx2": 1}[isa]]
+    levels = _levels()
+    paths = [isa for isa in ("amx", "avx512", "avx2") if levels[isa] == K._ISA_LEVELS[isa]]
     print(f"{K.info()} | paths: {', '.join(paths)} | {os.cpu_count()} CPUs", flush=True)
     rng = np.random.default_rng(0)
     for m, n, c in args.shapes:

@@ -101,8 +101,7 @@ AMX = K.available() and "amx" in K.info()
 AMX_CASES = [(4100, 785, 100), (4127, 1040, 250), (4096, 130, 96)]
 
 
-# the instruction-set level NSJAX_CPU_KERNEL allows (3: up to AMX)
-ISA_DEFAULT_CAP = K._ISA_CAPS.get(os.environ.get("NSJAX_CPU_KERNEL", "").strip().lower(), 3)
+ISA_DEFAULT_CAP = K._allowed_level()  # what NSJAX_CPU_KERNEL allows (3: up to AMX)
 
 
 def _amx_tol(x):
