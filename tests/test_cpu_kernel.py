@@ -930,3 +930,20 @@ def test_bench_cpu_isa_script_runs_every_path_and_restores_the_level(capsys):
     assert K._LIB[0].nsjax_project_isa() == level
     with pytest.raises(SystemExit):  # a malformed shape is an argparse error
         mod.main(["--shapes", "60000x784"])
+
+
+@pytest.mark.skipif(not X86_AVX2, reason="the harness times the AVX2 and AVX-512 bodies")
+def test_kernel_peak_harness_checks_every_body_the_cpu_has(capsys):
+    mod = load_script(SCRIPTS / "bench_kernel_peak.py")
+    # 7 rows: a 6-row tile and a 1-row one; n = 130 = 8 x 16 + 2: a masked tail in both bodies
+    assert mod.main(["--shapes", "30x784x32", "7x130x16", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| (avx2|avx512) \| (\S+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (\d+)% \| "
+                      r"([\d.]+) \|$", out, re.M)
+    isas = ["avx2"] + (["avx512"] if _cpu_has("avx512f") else [])
+    assert [(isa, shape) for isa, shape, _, _ in rows] == [
+        (isa, shape) for shape in ("30x784x32", "7x130x16") for isa in isas], out
+    for _, _, pct, err in rows:
+        assert int(pct) > 0 and 0 < float(err) <= 1.5, out
+    with pytest.raises(SystemExit):  # COLS must suit both bodies' vector widths
+        mod.main(["--shapes", "30x784x24"])

@@ -1,0 +1,110 @@
+"""How close the fused CPU kernel runs to this core's FMA peak, one thread.
+
+    python scripts/bench_kernel_peak.py [--shapes 1200x784x32 6000x784x112 ...] [--repeats 15]
+
+Builds ``scripts/kernel_peak.cc`` (which includes ``nsjax/_kernels/project_cpu.cc``) with
+the compiler and flags of the extension into a temporary directory, and runs it for each
+``ROWSxNxCOLS`` shape and each instruction set the CPU has (AVX2, AVX-512): the kernel's
+row loop on one thread, output buffer reused (no page faults), median of ``--repeats``
+calls after 0.3 s of untimed ones, against a loop of independent register-only FMAs of
+the same width (the core's peak, best of three).  The ratio says how much a faster kernel
+could still gain on this machine: a margin against a tuned GEMM (OpenBLAS, XLA's matmuls)
+doing the same FMAs is bounded by it.  Each result is checked against float64 (``err``,
+units of sqrt(N) eps max|x|; the kernel tests allow 1.5).  Run it with nothing else busy:
+a VM's other tenants lower both figures, not always equally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(ROOT, "scripts", "kernel_peak.cc")
+KERNELS = os.path.join(ROOT, "nsjax", "_kernels")
+DEFAULT_SHAPES = ["1200x784x32", "6000x784x32", "1200x784x112", "6000x784x112"]
+ISAS = ("avx2", "avx512")
+ERR_TOL = 1.5  # units of sqrt(N) eps max|x|, as in tests/test_cpu_kernel.py
+
+
+def _shape(s: str) -> tuple[int, int, int]:
+    try:
+        m, n, c = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWSxNxCOLS, e.g. 1200x784x32; got {s!r}")
+    if not (m > 0 and n > 0 and 0 < c <= min(n, 256) and c % 16 == 0):
+        raise argparse.ArgumentTypeError(
+            f"{s}: need ROWS, N > 0 and 0 < COLS <= min(N, 256), COLS a multiple of 16")
+    return m, n, c
+
+
+def _ffi_include() -> str:
+    import jaxlib
+
+    inc = os.path.join(os.path.dirname(jaxlib.__file__), "include")
+    if not os.path.isdir(os.path.join(inc, "xla", "ffi", "api")):
+        raise SystemExit(f"bench_kernel_peak: no XLA FFI headers under {inc} (jaxlib's)")
+    return inc
+
+
+def build(outdir: str) -> str:
+    """Compile the harness into ``outdir``; returns the binary's path."""
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        raise SystemExit("bench_kernel_peak: no C++ compiler (g++ or $CXX) found")
+    binary = os.path.join(outdir, "kernel_peak")
+    cmd = [cxx, "-std=c++17", "-O3", "-Wno-attributes", "-Wno-return-type",
+           f"-I{_ffi_include()}", f"-I{KERNELS}", SOURCE, "-o", binary]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"bench_kernel_peak: build failed:\n{' '.join(cmd)}\n{done.stderr}")
+    return binary
+
+
+def run(binary: str, isa: str, shape: tuple[int, int, int], repeats: int) -> dict | None:
+    """One measurement, or None where the CPU lacks ``isa`` (the harness says so)."""
+    m, n, c = shape
+    done = subprocess.run([binary, isa, str(m), str(n), str(c), str(repeats)],
+                          capture_output=True, text=True)
+    if done.returncode == 2 and "has no" in done.stderr:
+        return None
+    if done.returncode:
+        raise SystemExit(f"bench_kernel_peak: {isa} {m}x{n}x{c} failed: {done.stderr}")
+    return json.loads(done.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", type=_shape, default=[_shape(s) for s in DEFAULT_SHAPES],
+                   metavar="ROWSxNxCOLS")
+    p.add_argument("--repeats", type=int, default=15)
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = build(tmp)
+        print("| isa | rows x n x cols | kernel ms | kernel G vFMA/s | peak G vFMA/s "
+              "| of peak | err |")
+        print("|---|---|---|---|---|---|---|")
+        for shape in args.shapes:
+            for isa in ISAS:
+                r = run(binary, isa, shape, args.repeats)
+                if r is None:
+                    continue
+                ok &= r["err"] <= ERR_TOL
+                print(f"| {isa} | {'x'.join(map(str, shape))} | {r['kernel_ms']:.2f} "
+                      f"| {r['kernel_vfma_per_s'] / 1e9:.2f} | {r['peak_vfma_per_s'] / 1e9:.2f} "
+                      f"| {r['fraction_of_peak']:.0%} | {r['err']:.2f} |")
+    if not ok:
+        print(f"error above {ERR_TOL}: the kernel's result is wrong", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

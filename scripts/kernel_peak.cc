@@ -1,0 +1,164 @@
+// One thread of the fused projection kernel against this core's own FMA peak.
+//
+// Built and run by scripts/bench_kernel_peak.py (see there); it includes project_cpu.cc,
+// so it needs the XLA FFI headers the extension is built with.  Usage:
+//
+//   kernel_peak ISA ROWS N COLS REPS      ISA: avx2 | avx512
+//
+// Times the kernel's row loop (``rows`` in project_body.inc, packed basis, plain stores, the
+// output buffer reused: no page faults) on a (ROWS, N) batch and an (N, COLS) basis, REPS
+// calls after kWarmupSeconds of untimed ones, and a loop of independent register-only FMAs
+// of the same vector width (the core's peak: no loads, no dependences that stall); prints
+// one JSON object.
+// ``err`` is max |out - reference| over the first rows, against a float64 reference, in
+// units of sqrt(N) eps max|x| (the kernel tests' unit).
+
+#include "project_cpu.cc"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+constexpr long kPeakIters = 20000000;
+constexpr double kWarmupSeconds = 0.3;
+
+// Vector FMAs per second of kChains independent chains, operands in registers.
+__attribute__((target("avx2,fma"))) double PeakAvx2() {
+  constexpr int kChains = 12;  // FMA latency x throughput on current cores, < 16 registers
+  __m256 a[kChains];
+  const __m256 b = _mm256_set1_ps(1.0000001f), c = _mm256_set1_ps(1e-7f);
+  for (int i = 0; i < kChains; ++i) a[i] = _mm256_set1_ps(static_cast<float>(i));
+  const auto t0 = Clock::now();
+  for (long k = 0; k < kPeakIters; ++k) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) a[i] = _mm256_fmadd_ps(a[i], b, c);
+  }
+  const double s = Seconds(t0);
+  __m256 sum = a[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm256_add_ps(sum, a[i]);
+  volatile float sink = _mm256_cvtss_f32(sum);
+  (void)sink;
+  return kPeakIters * kChains / s;
+}
+
+__attribute__((target("avx512f"))) double PeakAvx512() {
+  constexpr int kChains = 24;
+  __m512 a[kChains];
+  const __m512 b = _mm512_set1_ps(1.0000001f), c = _mm512_set1_ps(1e-7f);
+  for (int i = 0; i < kChains; ++i) a[i] = _mm512_set1_ps(static_cast<float>(i));
+  const auto t0 = Clock::now();
+  for (long k = 0; k < kPeakIters; ++k) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  }
+  const double s = Seconds(t0);
+  __m512 sum = a[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, a[i]);
+  volatile float sink = _mm512_reduce_add_ps(sum);
+  (void)sink;
+  return kPeakIters * kChains / s;
+}
+
+int Usage(const char* why) {
+  std::fprintf(stderr, "kernel_peak: %s\nusage: kernel_peak avx2|avx512 ROWS N COLS REPS\n", why);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 6) return Usage("expected 5 arguments");
+  const std::string isa = argv[1];
+  const int64_t rows = std::atol(argv[2]), n = std::atol(argv[3]), rp = std::atol(argv[4]);
+  const int reps = std::atoi(argv[5]);
+  __builtin_cpu_init();
+  int64_t lanes, nv;
+  ProjectRowsFn fn;
+  double (*peak)();
+  if (isa == "avx2") {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+      return Usage("this CPU has no AVX2+FMA");
+    lanes = avx2::V::W, nv = avx2::V::NV, fn = &avx2::rows, peak = &PeakAvx2;
+  } else if (isa == "avx512") {
+    if (!__builtin_cpu_supports("avx512f")) return Usage("this CPU has no AVX-512F");
+    lanes = avx512::V::W, nv = avx512::V::NV, fn = &avx512::rows, peak = &PeakAvx512;
+  } else {
+    return Usage("ISA must be avx2 or avx512");
+  }
+  if (rows <= 0 || n <= 0 || reps <= 0 || rp <= 0 || rp % lanes || rp > kMaxCols || rp > n)
+    return Usage("need ROWS, N, REPS > 0 and 0 < COLS <= min(N, 256), COLS a multiple of "
+                 "the vector width (8 for avx2, 16 for avx512)");
+
+  std::mt19937 gen(0);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> unit;
+  std::vector<float> r(n * rp), rt(rp * n);
+  std::vector<uint8_t> bad(rows);
+  // x and the output 64-byte aligned, as XLA's buffers are (an unaligned row start splits
+  // vector loads and stores across cache lines)
+  const size_t bytes = (static_cast<size_t>(rows * n) * 4 + 63) / 64 * 64;
+  std::unique_ptr<float, decltype(&std::free)> xbuf(
+      static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free),
+      obuf(static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free);
+  float *x = xbuf.get(), *out = obuf.get();
+  if (x == nullptr || out == nullptr) return Usage("out of memory");
+  const float scale = 1.0f / std::sqrt(static_cast<float>(n));
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t j = 0; j < rp; ++j) rt[j * n + k] = r[k * rp + j] = normal(gen) * scale;
+  for (int64_t i = 0; i < rows * n; ++i) x[i] = unit(gen);
+  std::fill(out, out + rows * n, 0.0f);
+  PackedBasis packed(r.data(), rt.data(), 1, n, rp, lanes, nv);
+
+  auto call = [&] {
+    fn(x, packed.r, packed.rt, out, bad.data(), 0, rows, n, rp, true, false, true);
+  };
+  // Warm up for a while, not for a number of calls: a core that was idle runs the first
+  // ~0.1 s of calls slower (docs/results/performance.md, ninth session).
+  for (const auto t0 = Clock::now(); Seconds(t0) < kWarmupSeconds;) call();
+  std::vector<double> times;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = Clock::now();
+    call();
+    times.push_back(Seconds(t0));
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+
+  double err = 0, xmax = 0;
+  for (int64_t i = 0; i < std::min<int64_t>(rows, 64); ++i) {
+    std::vector<double> c(rp, 0.0);
+    for (int64_t k = 0; k < n; ++k) {
+      xmax = std::max(xmax, std::fabs(double{x[i * n + k]}));
+      for (int64_t j = 0; j < rp; ++j) c[j] += double{x[i * n + k]} * r[k * rp + j];
+    }
+    for (int64_t k = 0; k < n; ++k) {
+      double ref = x[i * n + k];
+      for (int64_t j = 0; j < rp; ++j) ref -= c[j] * rt[j * n + k];
+      err = std::max(err, std::fabs(ref - out[i * n + k]));
+    }
+  }
+  const double unit_err = std::sqrt(static_cast<double>(n)) * 0x1p-23 * xmax;
+
+  double best = 0;
+  for (int i = 0; i < 3; ++i) best = std::max(best, peak());
+  const double vfma = 2.0 * rows * n * rp / lanes;
+  std::printf("{\"isa\": \"%s\", \"rows\": %lld, \"n\": %lld, \"cols\": %lld, \"reps\": %d, "
+              "\"kernel_ms\": %.4f, \"kernel_vfma_per_s\": %.4e, \"peak_vfma_per_s\": %.4e, "
+              "\"fraction_of_peak\": %.4f, \"err\": %.4f}\n",
+              isa.c_str(), static_cast<long long>(rows), static_cast<long long>(n),
+              static_cast<long long>(rp), reps, median * 1e3, vfma / median, best,
+              vfma / median / best, err / unit_err);
+  return 0;
+}
