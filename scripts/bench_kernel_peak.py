@@ -24,12 +24,17 @@ import subprocess
 import sys
 import tempfile
 
+import jax
+
+from nsjax import _cpu_kernel as K
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "scripts", "kernel_peak.cc")
 KERNELS = os.path.join(ROOT, "nsjax", "_kernels")
 DEFAULT_SHAPES = ["1200x784x32", "6000x784x32", "1200x784x112", "6000x784x112"]
 ISAS = ("avx2", "avx512")
 ERR_TOL = 1.5  # units of sqrt(N) eps max|x|, as in tests/test_cpu_kernel.py
+NO_ISA = 3  # the harness's exit status where the CPU lacks the instruction set (kNoIsa)
 
 
 def _shape(s: str) -> tuple[int, int, int]:
@@ -37,19 +42,10 @@ def _shape(s: str) -> tuple[int, int, int]:
         m, n, c = (int(v) for v in s.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected ROWSxNxCOLS, e.g. 1200x784x32; got {s!r}")
-    if not (m > 0 and n > 0 and 0 < c <= min(n, 256) and c % 16 == 0):
-        raise argparse.ArgumentTypeError(
-            f"{s}: need ROWS, N > 0 and 0 < COLS <= min(N, 256), COLS a multiple of 16")
+    if not (m > 0 and n > 0 and 0 < c <= min(n, K.MAX_COLS) and c % K.LANES == 0):
+        raise argparse.ArgumentTypeError(f"{s}: need ROWS, N > 0 and 0 < COLS <= min(N, "
+                                         f"{K.MAX_COLS}), COLS a multiple of {K.LANES}")
     return m, n, c
-
-
-def _ffi_include() -> str:
-    import jaxlib
-
-    inc = os.path.join(os.path.dirname(jaxlib.__file__), "include")
-    if not os.path.isdir(os.path.join(inc, "xla", "ffi", "api")):
-        raise SystemExit(f"bench_kernel_peak: no XLA FFI headers under {inc} (jaxlib's)")
-    return inc
 
 
 def build(outdir: str) -> str:
@@ -59,7 +55,7 @@ def build(outdir: str) -> str:
         raise SystemExit("bench_kernel_peak: no C++ compiler (g++ or $CXX) found")
     binary = os.path.join(outdir, "kernel_peak")
     cmd = [cxx, "-std=c++17", "-O3", "-Wno-attributes", "-Wno-return-type",
-           f"-I{_ffi_include()}", f"-I{KERNELS}", SOURCE, "-o", binary]
+           f"-I{jax.ffi.include_dir()}", f"-I{KERNELS}", SOURCE, "-o", binary]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"bench_kernel_peak: build failed:\n{' '.join(cmd)}\n{done.stderr}")
@@ -67,11 +63,11 @@ def build(outdir: str) -> str:
 
 
 def run(binary: str, isa: str, shape: tuple[int, int, int], repeats: int) -> dict | None:
-    """One measurement, or None where the CPU lacks ``isa`` (the harness says so)."""
+    """One measurement, or None where the CPU lacks ``isa`` (the harness exits with NO_ISA)."""
     m, n, c = shape
     done = subprocess.run([binary, isa, str(m), str(n), str(c), str(repeats)],
                           capture_output=True, text=True)
-    if done.returncode == 2 and "has no" in done.stderr:
+    if done.returncode == NO_ISA:
         return None
     if done.returncode:
         raise SystemExit(f"bench_kernel_peak: {isa} {m}x{n}x{c} failed: {done.stderr}")

@@ -5,6 +5,7 @@
 //
 //   kernel_peak ISA ROWS N COLS REPS      ISA: avx2 | avx512
 //
+// Exit status 2 for bad arguments, kNoIsa where the CPU lacks ISA.
 // Times the kernel's row loop (``rows`` in project_body.inc, packed basis, plain stores, the
 // output buffer reused: no page faults) on a (ROWS, N) batch and an (N, COLS) basis, REPS
 // calls after kWarmupSeconds of untimed ones, and a loop of independent register-only FMAs
@@ -33,6 +34,7 @@ double Seconds(Clock::time_point t0) {
 
 constexpr long kPeakIters = 20000000;
 constexpr double kWarmupSeconds = 0.3;
+constexpr int kNoIsa = 3;  // exit status: the CPU lacks the instruction set asked for
 
 // Vector FMAs per second of kChains independent chains, operands in registers.
 __attribute__((target("avx2,fma"))) double PeakAvx2() {
@@ -71,9 +73,9 @@ __attribute__((target("avx512f"))) double PeakAvx512() {
   return kPeakIters * kChains / s;
 }
 
-int Usage(const char* why) {
+int Usage(const char* why, int status = 2) {
   std::fprintf(stderr, "kernel_peak: %s\nusage: kernel_peak avx2|avx512 ROWS N COLS REPS\n", why);
-  return 2;
+  return status;
 }
 
 }  // namespace
@@ -89,10 +91,10 @@ int main(int argc, char** argv) {
   double (*peak)();
   if (isa == "avx2") {
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-      return Usage("this CPU has no AVX2+FMA");
+      return Usage("this CPU has no AVX2+FMA", kNoIsa);
     lanes = avx2::V::W, nv = avx2::V::NV, fn = &avx2::rows, peak = &PeakAvx2;
   } else if (isa == "avx512") {
-    if (!__builtin_cpu_supports("avx512f")) return Usage("this CPU has no AVX-512F");
+    if (!__builtin_cpu_supports("avx512f")) return Usage("this CPU has no AVX-512F", kNoIsa);
     lanes = avx512::V::W, nv = avx512::V::NV, fn = &avx512::rows, peak = &PeakAvx512;
   } else {
     return Usage("ISA must be avx2 or avx512");
