@@ -26,7 +26,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default: results/bench-<timestamp>)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="tiny sizes, < 1 minute")
+    mode.add_argument("--quick", action="store_true", help="tiny sizes, about a minute on 2 cores")
     mode.add_argument("--full", action="store_true",
                       help="uncapped sizes (null space up to 4096 x 16384): tens of minutes")
     p.add_argument("--x64", action="store_true",

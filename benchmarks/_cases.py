@@ -38,6 +38,7 @@ class Settings:
     target_s: float = 0.02
     seed: int = 0
     best_blas: bool = True  # off when the user fixed the OpenBLAS thread count
+    gemm_size: int = 2048  # side of the square GEMM whose rate sets the flops floor
 
 
 def _stats(d: dict[str, Stats]) -> dict[str, dict]:
@@ -204,8 +205,9 @@ class Runner:
         case["blas_threads_used"] = used
         case["blas_trial_ms"] = trials
 
-    def gemm_variant(self, dtype: str, size: int = 2048):
+    def gemm_variant(self, dtype: str, size: int | None = None):
         """The jitted square GEMM (compiled once per dtype) and its flops."""
+        size = size or self.s.gemm_size
         key = ("gemm", dtype, size)
         if key not in self._bases:
             self._bases[key] = bl.gemm(jnp.dtype(dtype), size)
@@ -219,8 +221,9 @@ class Runner:
 
     # ------------------------------------------------------------------ roofline pieces
 
-    def gemm_rate(self, dtype: str, size: int = 2048) -> float:
+    def gemm_rate(self, dtype: str, size: int | None = None) -> float:
         """Flop/s of a jitted ``(size, size)`` square matmul at HIGHEST, measured once."""
+        size = size or self.s.gemm_size
         if dtype not in self.gemm:
             fn, flops = self.gemm_variant(dtype, size)
             a = np.asarray(jax.random.normal(jax.random.key(2), (size, size), dtype))

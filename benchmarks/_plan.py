@@ -80,6 +80,7 @@ class Plan:
     conv_null: list[ConvSpec] = field(default_factory=list)
     conv_projection: list[ConvSpec] = field(default_factory=list)
     caps: list[str] = field(default_factory=list)
+    gemm_size: int = 2048  # the square GEMM whose rate sets the flops floor
 
 
 def make_plan(mode: str) -> Plan:
@@ -102,7 +103,9 @@ def make_plan(mode: str) -> Plan:
                              ConvSpec("patch 16, width 192, 64x64x3", (64, 64, 3),
                                       (16, 16, 3, 192), 16, "VALID", 8)],
             caps=["quick mode: tiny sizes for a smoke test; the acceptance case runs at "
-                  "B = 6000 (not 60000), so no acceptance verdict is given"],
+                  "B = 6000 (not 60000), so no acceptance verdict is given; the flops "
+                  "floor's GEMM is 1024^3 (not 2048^3)"],
+            gemm_size=1024,
         )
     full = mode == "full"
     plan = Plan(

@@ -39,7 +39,8 @@ def run(cfg: Config, log=print) -> dict:
     plan = make_plan(cfg.mode)
     repeats = cfg.repeats or (3 if cfg.mode == "quick" else 5)
     runner = Runner(Settings(repeats=repeats, max_call_s=cfg.max_call_s, seed=cfg.seed,
-                             best_blas=cfg.blas_threads is None), log)
+                             best_blas=cfg.blas_threads is None,
+                             gemm_size=plan.gemm_size), log)
     doc = {
         "schema": SCHEMA,
         "env": _env.describe(cfg.dtypes, "jax.lax.Precision.HIGHEST"),

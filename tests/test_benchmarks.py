@@ -66,6 +66,7 @@ def test_json_schema(quick):
     assert doc["config"]["mode"] == "quick"
     assert doc["caps"] and doc["wall_s"] > 0
     assert doc["gemm"]["float32"]["gflops"] > 0
+    assert doc["gemm"]["float32"]["size"] == 1024  # quick mode: the smaller GEMM
     groups = {c["group"] for c in doc["cases"]}
     assert {"projection-60k", "projection-batch", "projection-rank", "projection-n",
             "null-space", "stego", "invariance", "conv-null-space", "conv-projection",

@@ -125,6 +125,7 @@ def test_conv_study_end_to_end_quick(tmp_path):
     # one VALID 3x3 kernel on 28x28: nullity 28^2 - 26^2 exactly, for every kernel tried
     assert r["108_vs_109"]["nullity_exact_gf_p"] == [108]
     rows = {(x["input"], x["kernels"], x["padding"], x["stride"]): x for x in r["nullity_table"]}
+    assert len(rows) == 12 and {k[0] for k in rows} == {"28x28x1"}  # quick: 28x28 rows only
     assert rows[("28x28x1", 2, "VALID", 1)]["generic_nullity"] == 8  # 2 (k - 1)^2
     for key, x in rows.items():
         if key[2] == "VALID":  # random kernels are generic: measured = generic
