@@ -20,6 +20,7 @@ import numpy as np
 import nsjax
 from benchmarks import _baselines as bl
 from benchmarks._env import blas_settle_s, mem_available_bytes, openblas_libs
+from benchmarks._plan import GEMM_SIZE
 from benchmarks._timing import Stats, first_call, measure
 
 # Correctness tolerances (max abs error against a float64 NumPy reference on inputs in
@@ -38,7 +39,7 @@ class Settings:
     target_s: float = 0.02
     seed: int = 0
     best_blas: bool = True  # off when the user fixed the OpenBLAS thread count
-    gemm_size: int = 2048  # side of the square GEMM whose rate sets the flops floor
+    gemm_size: int = GEMM_SIZE  # side of the square GEMM whose rate sets the flops floor
 
 
 def _stats(d: dict[str, Stats]) -> dict[str, dict]:
@@ -205,9 +206,9 @@ class Runner:
         case["blas_threads_used"] = used
         case["blas_trial_ms"] = trials
 
-    def gemm_variant(self, dtype: str, size: int | None = None):
-        """The jitted square GEMM (compiled once per dtype) and its flops."""
-        size = size or self.s.gemm_size
+    def gemm_variant(self, dtype: str):
+        """The jitted ``gemm_size``-square GEMM (compiled once per dtype) and its flops."""
+        size = self.s.gemm_size
         key = ("gemm", dtype, size)
         if key not in self._bases:
             self._bases[key] = bl.gemm(jnp.dtype(dtype), size)
@@ -221,11 +222,11 @@ class Runner:
 
     # ------------------------------------------------------------------ roofline pieces
 
-    def gemm_rate(self, dtype: str, size: int | None = None) -> float:
-        """Flop/s of a jitted ``(size, size)`` square matmul at HIGHEST, measured once."""
-        size = size or self.s.gemm_size
+    def gemm_rate(self, dtype: str) -> float:
+        """Flop/s of a jitted ``gemm_size``-square matmul at HIGHEST, measured once."""
+        size = self.s.gemm_size
         if dtype not in self.gemm:
-            fn, flops = self.gemm_variant(dtype, size)
+            fn, flops = self.gemm_variant(dtype)
             a = np.asarray(jax.random.normal(jax.random.key(2), (size, size), dtype))
             first_ms, _ = first_call(fn)
             st = measure({"gemm": fn, "numpy_gemm": lambda: a @ a}, max(self.s.repeats, 5),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+GEMM_SIZE = 2048  # the square GEMM whose rate sets the flops floor (``--quick``: 1024)
+
 GROUPS = (
     "projection-60k",
     "projection-batch",
@@ -80,7 +82,7 @@ class Plan:
     conv_null: list[ConvSpec] = field(default_factory=list)
     conv_projection: list[ConvSpec] = field(default_factory=list)
     caps: list[str] = field(default_factory=list)
-    gemm_size: int = 2048  # the square GEMM whose rate sets the flops floor
+    gemm_size: int = GEMM_SIZE
 
 
 def make_plan(mode: str) -> Plan:
@@ -104,7 +106,7 @@ def make_plan(mode: str) -> Plan:
                                       (16, 16, 3, 192), 16, "VALID", 8)],
             caps=["quick mode: tiny sizes for a smoke test; the acceptance case runs at "
                   "B = 6000 (not 60000), so no acceptance verdict is given; the flops "
-                  "floor's GEMM is 1024^3 (not 2048^3)"],
+                  f"floor's GEMM is 1024^3 (not {GEMM_SIZE}^3)"],
             gemm_size=1024,
         )
     full = mode == "full"

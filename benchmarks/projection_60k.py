@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._env import reexec_if_needed, want_hugepages  # noqa: E402
+from benchmarks._plan import GEMM_SIZE  # noqa: E402
 
 LABELS = {
     "nsjax": "nsjax ns.project(x)",
@@ -39,7 +40,7 @@ LABELS = {
     "torch_cuda": "PyTorch CUDA",
     "elementwise": "elementwise x + 0 (jit)",
     "numpy_copy": "NumPy x.copy() (huge pages)",
-    "gemm": "GEMM 2048^3 (rate)",
+    "gemm": f"GEMM {GEMM_SIZE}^3 (rate)",
 }
 # Issue #14's targets, in a plain process: project and complement each this much faster
 # than the NumPy one-liner and the hand-written jnp version (and TARGET_SPEEDUP x the paper).
