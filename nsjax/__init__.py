@@ -11,9 +11,13 @@ and detection. Larger concerns live in namespaces: ``nsjax.data`` (dataset reade
 models).  Any model goes through one protocol, :func:`nsjax.as_model`.  The paper's
 experiments and the ones beyond it are library code in the subpackage
 ``nsjax.experiments`` (``import nsjax.experiments``).
+
+The namespaces load on first use (``nsjax.plots`` imports matplotlib only when it is first
+touched), so ``import nsjax`` costs jax, flax and the core alone.
 """
 
-from nsjax import checkpoint, data, nnx, plots, remedy, sharding, training
+import importlib as _importlib
+
 from nsjax._certify import Certificate, certify, stacked_jacobian
 from nsjax._conv import (
     CroppedPatchNullSpace,
@@ -63,6 +67,11 @@ from nsjax._stego import (
 )
 
 __version__ = "0.1.0"
+
+# Loaded on first attribute access (PEP 562): each pulls in a heavy dependency (matplotlib,
+# optax, orbax, the dataset readers) that the core does not need.
+_LAZY_NAMESPACES = frozenset(
+    {"checkpoint", "data", "nnx", "plots", "remedy", "sharding", "training"})
 
 __all__ = [
     "DEFAULT_BOUNDS",
@@ -131,3 +140,15 @@ __all__ = [
     "training",
     "uses_cpu_kernel",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY_NAMESPACES:
+        module = _importlib.import_module(f"nsjax.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'nsjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_NAMESPACES)
