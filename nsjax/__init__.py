@@ -68,8 +68,8 @@ from nsjax._stego import (
 
 __version__ = "0.1.0"
 
-# Loaded on first attribute access (PEP 562): each pulls in a heavy dependency (matplotlib,
-# optax, orbax, the dataset readers) that the core does not need.
+# Loaded on first attribute access (PEP 562).  The core needs none of them; ``plots`` pulls
+# in matplotlib, most of their import time.
 _LAZY_NAMESPACES = frozenset(
     {"checkpoint", "data", "nnx", "plots", "remedy", "sharding", "training"})
 

@@ -10,8 +10,8 @@ import nsjax
 
 
 def test_import_nsjax_leaves_the_heavy_namespaces_unloaded():
-    """``import nsjax`` loads the core only: matplotlib, orbax and the dataset readers come
-    with the namespace that needs them, on first use."""
+    """``import nsjax`` loads the core only: the namespaces, and matplotlib with
+    ``nsjax.plots``, load on first use."""
     code = (
         "import sys\n"
         "import nsjax\n"
