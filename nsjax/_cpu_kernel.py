@@ -13,7 +13,9 @@ Measured speed: ``benchmarks/README.md`` (``python -m benchmarks.projection_60k`
   Intel AMX tiles with each float32 operand split exactly into three bfloat16 pieces and
   the six products that reach float32's precision summed in float32
   (``nsjax/_kernels/project_amx.inc``; the same error bound against float64 as the FMA
-  path, checked by the tests);
+  path, checked by the tests).  The tiles are used only where they run fast enough to pay:
+  the first call that could take them times them against the FMA units once
+  (:func:`amx_probe`), and the answer holds for the process;
 * **CPU only**: under ``jit`` for another platform, ``lax.platform_dependent`` lowers
   XLA's matmuls instead, so one traced function serves CPU, GPU and TPU;
 * **differentiable** (``custom_jvp``: tangents go through XLA's matmuls, reverse mode by
@@ -33,8 +35,10 @@ Measured speed: ``benchmarks/README.md`` (``python -m benchmarks.projection_60k`
 The library is built by ``pip install`` from the C++ source (``setup.py``, an optional
 extension: without a compiler nsjax installs and uses XLA's matmuls).  :func:`available`
 says whether it is in use; ``NSJAX_CPU_KERNEL=0`` in the environment switches it off,
-``NSJAX_CPU_KERNEL=avx2`` keeps it to AVX2 on an AVX-512 machine and
-``NSJAX_CPU_KERNEL=avx512`` to AVX-512 on an AMX machine (to test and measure those paths).
+``NSJAX_CPU_KERNEL=avx2`` keeps it to AVX2 on an AVX-512 machine,
+``NSJAX_CPU_KERNEL=avx512`` to AVX-512 on an AMX machine, and ``NSJAX_CPU_KERNEL=amx``
+takes the AMX tiles for wide bases whatever the probe finds (to test and measure those
+paths, or to pin one of the two kernels, whose last bits differ, across processes).
 """
 
 from __future__ import annotations
@@ -51,9 +55,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["available", "info", "isa_capped", "set_hugepages", "set_fault_allowance_ms",
-           "advice_stats", "supports", "worthwhile", "project_rows", "project_rows_xla",
-           "project_patches", "MAX_COLS"]
+__all__ = ["available", "info", "isa_capped", "amx_probe", "set_hugepages",
+           "set_fault_allowance_ms", "advice_stats", "supports", "worthwhile", "project_rows",
+           "project_rows_xla", "project_patches", "MAX_COLS"]
 
 TARGET = "nsjax_project_f32"
 PATCH_TARGET = "nsjax_project_patches_f32"
@@ -62,7 +66,7 @@ MAX_COLS = 256  # the kernel's limit on (padded) basis columns; wider bases use 
 HIGHEST = lax.Precision.HIGHEST
 _ISA_NAMES = {0: "none", 1: "avx2+fma", 2: "avx512f", 3: "avx512f+amx-bf16"}
 _ISA_LEVELS = {"avx2": 1, "avx512": 2, "amx": 3}
-_ENV_CAPS = ("avx2", "avx512")  # NSJAX_CPU_KERNEL values that cap the instruction set
+_ENV_CAPS = ("avx2", "avx512", "amx")  # NSJAX_CPU_KERNEL values that set the instruction set
 
 
 def _env_mode() -> str:
@@ -73,6 +77,11 @@ def _allowed_level() -> int:
     """The highest instruction-set level ``NSJAX_CPU_KERNEL`` allows (3: up to AMX)."""
     mode = _env_mode()
     return _ISA_LEVELS[mode] if mode in _ENV_CAPS else _ISA_LEVELS["amx"]
+
+
+def _amx_mode() -> int:
+    """The AMX mode ``NSJAX_CPU_KERNEL`` sets: 2 (always, ``amx``), else 1 (as probed)."""
+    return 2 if _env_mode() == "amx" else 1
 
 
 _LIB: list = []  # the loaded library, once _load() succeeded
@@ -86,7 +95,8 @@ def _load() -> tuple[bool, str]:
         return False, "switched off by NSJAX_CPU_KERNEL"
     if mode not in ("", "1", "true", "on", "yes", *_ENV_CAPS):
         raise ValueError(f"NSJAX_CPU_KERNEL={mode!r}: expected 0 (off), 1 (on, the default), "
-                         "avx2 (on, AVX2 code only) or avx512 (on, no AMX)")
+                         "avx2 (on, AVX2 code only), avx512 (on, no AMX) or amx (on, AMX "
+                         "for wide bases whatever the probe finds)")
     spec = importlib.util.find_spec("nsjax._project_cpu")
     if spec is None or not spec.origin:
         return False, "the extension nsjax._project_cpu was not built (no C++ compiler at install?)"
@@ -98,6 +108,8 @@ def _load() -> tuple[bool, str]:
         return False, f"could not load {spec.origin}: {e}"
     if isa == 0:
         return False, "this CPU has neither AVX-512F nor AVX2+FMA"
+    if hasattr(lib, "nsjax_project_amx_mode"):
+        lib.nsjax_project_amx_mode(_amx_mode())
     _LIB.append(lib)
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.NsjaxProjectF32), platform="cpu")
     if hasattr(lib, "NsjaxProjectPatchesF32"):
@@ -162,26 +174,65 @@ def advice_stats() -> dict[str, int]:
 def isa_capped(isa: str):
     """Inside the block the kernel uses at most instruction set ``isa`` (``"avx2"``,
     ``"avx512"`` or ``"amx"``), and never more than the CPU has or ``NSJAX_CPU_KERNEL``
-    allows; after it, that allowance again.  Yields the level in use (:data:`_ISA_NAMES`),
-    0 when the kernel is not.  For tests and benchmarks that compare the code paths in one
-    process, not a user setting."""
+    allows; after it, that allowance again.  With ``"amx"``, wide bases take the AMX kernel
+    whatever :func:`amx_probe` found (where the CPU has it).  Yields the level in use
+    (:data:`_ISA_NAMES`), 0 when the kernel is not.  For tests and benchmarks that compare
+    the code paths in one process, not a user setting."""
     if isa not in _ISA_LEVELS:
         raise ValueError(f"isa_capped: expected one of {sorted(_ISA_LEVELS)}, got {isa!r}")
     fn = _symbol("nsjax_project_cap_isa")
     if fn is None:
         yield 0
         return
+    mode = _symbol("nsjax_project_amx_mode")
     allowed = _allowed_level()
     try:
+        if mode is not None:
+            mode(2 if isa == "amx" else _amx_mode())
         yield int(fn(min(_ISA_LEVELS[isa], allowed)))
     finally:
         fn(allowed)
+        if mode is not None:
+            mode(_amx_mode())
+
+
+def amx_probe() -> dict | None:
+    """Whether wide bases take the AMX kernel in this process, and why; None where the
+    kernel or the CPU (or Linux) gives no AMX.
+
+    The AMX kernel pays only where the tiles run near their nominal rate, which differs
+    between hosts of one CPU model (``docs/results/performance.md``).  So the first call
+    that could take it (or this function, if first) times register-only tile products
+    against the AVX-512 FMA peak, best of five rounds of ~0.5 ms each, and the answer holds
+    for the process.  Returns ``{"ratio": r, "min_ratio": t, "uses_amx": bool}``: ``r``
+    is the tiles' peak over the FMA peak, in float32 multiply-adds (nominal 2.67),
+    ``uses_amx`` whether wide bases take the tiles now (``r >= t``, unless
+    ``NSJAX_CPU_KERNEL=amx`` or :func:`isa_capped` sets otherwise)."""
+    fn = _symbol("nsjax_project_amx_probe")
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_double
+    pays, min_ratio = ctypes.c_int(), ctypes.c_double()
+    ratio = float(fn(ctypes.byref(pays), ctypes.byref(min_ratio)))
+    if ratio <= 0:
+        return None
+    mode = int(_symbol("nsjax_project_amx_mode")(-1))
+    tiles = int(_symbol("nsjax_project_isa")()) == 3  # not capped below AMX
+    uses = tiles and (mode == 2 or (mode == 1 and bool(pays.value)))
+    return {"ratio": ratio, "min_ratio": float(min_ratio.value), "uses_amx": uses}
 
 
 def info() -> str:
     """One line on the kernel: its instruction set and library, or why it is not in use."""
     ok, why = _load()
-    return f"fused CPU kernel: {why}" if ok else f"fused CPU kernel not in use: {why}"
+    if not ok:
+        return f"fused CPU kernel not in use: {why}"
+    probe = amx_probe()
+    if probe is not None:
+        why += (f"; AMX tiles at {probe['ratio']:.2f}x the FMA peak (from "
+                f"{probe['min_ratio']:g}x they pay): "
+                f"{'used' if probe['uses_amx'] else 'not used'} for wide bases")
+    return f"fused CPU kernel: {why}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -4,14 +4,22 @@
 
 Builds ``scripts/kernel_peak.cc`` (which includes ``nsjax/_kernels/project_cpu.cc``) with
 the compiler and flags of the extension into a temporary directory, and runs it for each
-``ROWSxNxCOLS`` shape and each instruction set the CPU has (AVX2, AVX-512): the kernel's
-row loop on one thread, output buffer reused (no page faults), median of ``--repeats``
-calls after 0.3 s of untimed ones, against a loop of independent register-only FMAs of
-the same width (the core's peak, best of three).  The ratio says how much a faster kernel
-could still gain on this machine: a margin against a tuned GEMM (OpenBLAS, XLA's matmuls)
-doing the same FMAs is bounded by it.  Each result is checked against float64 (``err``,
-units of sqrt(N) eps max|x|; the kernel tests allow 1.5).  Run it with nothing else busy:
-a VM's other tenants lower both figures, not always equally.
+``ROWSxNxCOLS`` shape and each instruction set the CPU has (AVX2, AVX-512, AMX): the
+kernel's row loop on one thread, output buffer reused (no page faults), median of
+``--repeats`` calls after 0.3 s of untimed ones, against a loop of independent
+register-only FMAs of the same width (the core's peak, best of three).  The ratio says how
+much a faster kernel could still gain on this machine: a margin against a tuned GEMM
+(OpenBLAS, XLA's matmuls) doing the same FMAs is bounded by it.  Each result is checked
+against float64 (``err``, units of sqrt(N) eps max|x|; the kernel tests allow 1.5).  Run it
+with nothing else busy: a VM's other tenants lower both figures, not always equally.
+
+The AMX rows (the kernel of ``project_amx.inc``, used for bases of 96 or more padded
+columns) count float32 vector FMAs of 16 lanes too: a tile product (16 x 16 x 32 bfloat16
+MACs) is worth 8192 / 6 / 16 of them, since the kernel spends six bfloat16 products on each
+float32 MAC; their peak is a loop of register-only tile products.  So the avx512 and amx
+peaks compare directly: where the tiles' peak is not well above AVX-512's, the AMX kernel
+does not pay (the tiles' rate differs between hosts of the same CPU model;
+docs/results/performance.md).
 """
 
 from __future__ import annotations
@@ -32,9 +40,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "scripts", "kernel_peak.cc")
 KERNELS = os.path.join(ROOT, "nsjax", "_kernels")
 DEFAULT_SHAPES = ["1200x784x32", "6000x784x32", "1200x784x112", "6000x784x112"]
-ISAS = ("avx2", "avx512")
+ISAS = ("avx2", "avx512", "amx")
 ERR_TOL = 1.5  # units of sqrt(N) eps max|x|, as in tests/test_cpu_kernel.py
-NO_ISA = 3  # the harness's exit status where the CPU lacks the instruction set (kNoIsa)
+NO_ISA = 3  # the harness's exit status where the CPU (or, for AMX, Linux) lacks the ISA
 
 
 def _shape(s: str) -> tuple[int, int, int]:

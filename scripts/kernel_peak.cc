@@ -3,14 +3,18 @@
 // Built and run by scripts/bench_kernel_peak.py (see there); it includes project_cpu.cc,
 // so it needs the XLA FFI headers the extension is built with.  Usage:
 //
-//   kernel_peak ISA ROWS N COLS REPS      ISA: avx2 | avx512
+//   kernel_peak ISA ROWS N COLS REPS      ISA: avx2 | avx512 | amx
 //
-// Exit status 2 for bad arguments, kNoIsa where the CPU lacks ISA.
+// Exit status 2 for bad arguments, kNoIsa where the CPU lacks ISA (for amx: AMX-BF16, or
+// Linux's permission to use the tiles).
 // Times the kernel's row loop (``rows`` in project_body.inc, packed basis, plain stores, the
 // output buffer reused: no page faults) on a (ROWS, N) batch and an (N, COLS) basis, REPS
 // calls after kWarmupSeconds of untimed ones, and a loop of independent register-only FMAs
 // of the same vector width (the core's peak: no loads, no dependences that stall); prints
 // one JSON object.
+// For amx, the row loop of project_amx.inc (its own basis packing, AmxBasis) against a loop
+// of register-only tile products (amx::tile_rate), counted in float32 vector FMAs of 16
+// lanes as there, so that its rows compare with avx512's.
 // ``err`` is max |out - reference| over the first rows, against a float64 reference, in
 // units of sqrt(N) eps max|x| (the kernel tests' unit).
 
@@ -55,26 +59,14 @@ __attribute__((target("avx2,fma"))) double PeakAvx2() {
   return kPeakIters * kChains / s;
 }
 
-__attribute__((target("avx512f"))) double PeakAvx512() {
-  constexpr int kChains = 24;
-  __m512 a[kChains];
-  const __m512 b = _mm512_set1_ps(1.0000001f), c = _mm512_set1_ps(1e-7f);
-  for (int i = 0; i < kChains; ++i) a[i] = _mm512_set1_ps(static_cast<float>(i));
-  const auto t0 = Clock::now();
-  for (long k = 0; k < kPeakIters; ++k) {
-#pragma GCC unroll 24
-    for (int i = 0; i < kChains; ++i) a[i] = _mm512_fmadd_ps(a[i], b, c);
-  }
-  const double s = Seconds(t0);
-  __m512 sum = a[0];
-  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, a[i]);
-  volatile float sink = _mm512_reduce_add_ps(sum);
-  (void)sink;
-  return kPeakIters * kChains / s;
-}
+// The kernel's own register-only loops (project_cpu.cc, project_amx.inc; main takes the
+// best of three).
+double PeakAvx512() { return avx512::fma_rate(kPeakIters); }
+double PeakAmx() { return amx::tile_rate(kPeakIters / 16); }  // ~16 cycles or more each
 
 int Usage(const char* why, int status = 2) {
-  std::fprintf(stderr, "kernel_peak: %s\nusage: kernel_peak avx2|avx512 ROWS N COLS REPS\n", why);
+  std::fprintf(stderr, "kernel_peak: %s\nusage: kernel_peak avx2|avx512|amx ROWS N COLS REPS\n",
+               why);
   return status;
 }
 
@@ -96,8 +88,12 @@ int main(int argc, char** argv) {
   } else if (isa == "avx512") {
     if (!__builtin_cpu_supports("avx512f")) return Usage("this CPU has no AVX-512F", kNoIsa);
     lanes = avx512::V::W, nv = avx512::V::NV, fn = &avx512::rows, peak = &PeakAvx512;
+  } else if (isa == "amx") {
+    if (DetectIsa() < 3)
+      return Usage("this CPU has no AMX-BF16, or Linux does not grant the tile state", kNoIsa);
+    lanes = avx512::V::W, nv = avx512::V::NV, fn = AmxRowsFn(), peak = &PeakAmx;
   } else {
-    return Usage("ISA must be avx2 or avx512");
+    return Usage("ISA must be avx2, avx512 or amx");
   }
   if (rows <= 0 || n <= 0 || reps <= 0 || rp <= 0 || rp % lanes || rp > kMaxCols || rp > n)
     return Usage("need ROWS, N, REPS > 0 and 0 < COLS <= min(N, 256), COLS a multiple of "
@@ -121,11 +117,19 @@ int main(int argc, char** argv) {
     for (int64_t j = 0; j < rp; ++j) rt[j * n + k] = r[k * rp + j] = normal(gen) * scale;
   for (int64_t i = 0; i < rows * n; ++i) x[i] = unit(gen);
   std::fill(out, out + rows * n, 0.0f);
-  PackedBasis packed(r.data(), rt.data(), 1, n, rp, lanes, nv);
+  // the basis as the kernel's call packs it (ProjectImpl in project_cpu.cc)
+  const float *pr, *prt;
+  std::unique_ptr<PackedBasis> packed;
+  std::unique_ptr<AmxBasis> tiles;
+  if (isa == "amx") {
+    tiles = std::make_unique<AmxBasis>(r.data(), rt.data(), 1, n, rp);
+    pr = tiles->b1, prt = tiles->b2;
+  } else {
+    packed = std::make_unique<PackedBasis>(r.data(), rt.data(), 1, n, rp, lanes, nv);
+    pr = packed->r, prt = packed->rt;
+  }
 
-  auto call = [&] {
-    fn(x, packed.r, packed.rt, out, bad.data(), 0, rows, n, rp, true, false, true);
-  };
+  auto call = [&] { fn(x, pr, prt, out, bad.data(), 0, rows, n, rp, true, false, true); };
   // Warm up for a while, not for a number of calls: a core that was idle runs the first
   // ~0.1 s of calls slower (docs/results/performance.md, ninth session).
   for (const auto t0 = Clock::now(); Seconds(t0) < kWarmupSeconds;) call();

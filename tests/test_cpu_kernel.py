@@ -7,6 +7,7 @@ A wrong index or a missed tail column gives errors of order |x|.
 """
 
 import ctypes
+import hashlib
 import math
 import os
 import platform
@@ -96,8 +97,10 @@ BIG_UNALIGNED = (12000, 785, 32)
 # tail; 25 k-blocks, the last padded) with 112 columns (an odd number of column tiles) and
 # 4 rows in the last 32-row block; 1040 x 250 -> 256 columns (even), 31 rows in the last
 # block; rows of 130 against 96 columns, 4096 rows (whole blocks); and (next test) a basis
-# per vmapped slice.
-AMX = K.available() and "amx" in K.info()
+# per vmapped slice.  By default wide bases take the AMX kernel only where its probe finds
+# the tiles fast (K.amx_probe); these tests take it with isa_capped("amx"), whatever the
+# probe says.
+AMX = K.available() and "amx" in K.info().split(";")[0]
 AMX_CASES = [(4100, 785, 100), (4127, 1040, 250), (4096, 130, 96)]
 
 
@@ -274,12 +277,18 @@ def test_packed_basis_path_is_bit_identical_to_the_row_major_one(null_part):
 @pytest.mark.parametrize("m,n,c", AMX_CASES, ids=lambda v: str(v))
 def test_amx_shapes_match_float64_and_the_fma_code(m, n, c):
     # Where the CPU has AMX these shapes take the AMX kernel (elsewhere the FMA code, and
-    # the test checks that code against the same tolerance).
+    # the test checks that code against the same tolerance).  By default they take the
+    # kernel the probe chose: the same bits as that kernel's.
     x, b = _x((m, n), seed=5), _basis(n, c, seed=6)
+    probe = K.amx_probe()
     for null_part in (True, False):
-        out, finite = K.project_rows(x, b, null_part)
+        with K.isa_capped("amx"):
+            out, finite = K.project_rows(x, b, null_part)
         with K.isa_capped("avx512"):
             fma = np.asarray(K.project_rows(x, b, null_part)[0])
+        default = np.asarray(K.project_rows(x, b, null_part)[0])
+        chosen = np.asarray(out) if probe is not None and probe["uses_amx"] else fma
+        np.testing.assert_array_equal(default, chosen)
         assert bool(finite)
         ref = _ref(x, b, null_part)
         np.testing.assert_allclose(np.asarray(out), ref, rtol=0, atol=_amx_tol(x))
@@ -288,7 +297,8 @@ def test_amx_shapes_match_float64_and_the_fma_code(m, n, c):
             assert not np.array_equal(np.asarray(out), fma)
         # in place (the kernel reads each block of x before it writes it): the same bits
         inplace = jax.jit(lambda x: K.project_rows(x, b, null_part, inplace=True)[0])  # noqa: B023
-        np.testing.assert_array_equal(np.asarray(inplace(x)), np.asarray(out))
+        with K.isa_capped("amx"):
+            np.testing.assert_array_equal(np.asarray(inplace(x)), np.asarray(out))
         if null_part:  # the defining property: nothing left along the basis
             assert float(jnp.max(jnp.abs(out @ b))) < 2 * _amx_tol(x)
 
@@ -298,16 +308,55 @@ def test_amx_kernel_flags_nan_and_inf_rows_and_takes_a_basis_per_slice():
     x = _x((2, 4100, 300), seed=7)
     bs = jnp.stack([_basis(300, 100, seed=s) for s in range(2)])
     f = jax.jit(jax.vmap(lambda xi, bi: K.project_rows(xi, bi, True)))
-    out, finite = f(x, bs)
-    assert finite.tolist() == [True, True]
-    for i in range(2):
-        np.testing.assert_allclose(np.asarray(out[i]), _ref(x[i], bs[i], True), rtol=0,
-                                   atol=_amx_tol(x))
-    # a NaN in the last row of the first slice (the last, partial block), +inf in the
-    # second slice's first block
-    bad = x.at[0, 4099, 7].set(jnp.nan).at[1, 5, 299].set(jnp.inf)
-    assert f(bad, bs)[1].tolist() == [False, False]
-    assert f(bad.at[1].set(x[1]), bs)[1].tolist() == [False, True]
+    with K.isa_capped("amx"):  # the AMX kernel where the CPU has it, whatever the probe
+        out, finite = f(x, bs)
+        assert finite.tolist() == [True, True]
+        for i in range(2):
+            np.testing.assert_allclose(np.asarray(out[i]), _ref(x[i], bs[i], True), rtol=0,
+                                       atol=_amx_tol(x))
+        # a NaN in the last row of the first slice (the last, partial block), +inf in the
+        # second slice's first block
+        bad = x.at[0, 4099, 7].set(jnp.nan).at[1, 5, 299].set(jnp.inf)
+        assert f(bad, bs)[1].tolist() == [False, False]
+        assert f(bad.at[1].set(x[1]), bs)[1].tolist() == [False, True]
+
+
+@needs_kernel
+def test_amx_probe_decides_once_and_isa_capped_overrides_it():
+    probe = K.amx_probe()
+    if not _amx_usable():
+        assert probe is None and "AMX tiles" not in K.info(), (probe, K.info())
+        return
+    # the tiles against the FMA units, in float32 multiply-adds: positive, and the same
+    # figure at every call (probed once per process)
+    assert probe["ratio"] > 0 and probe["min_ratio"] == 2.0, probe
+    assert probe["uses_amx"] == (AMX and probe["ratio"] >= probe["min_ratio"]), probe
+    assert K.amx_probe() == probe
+    assert f"AMX tiles at {probe['ratio']:.2f}x" in K.info()
+    with K.isa_capped("amx"):  # never above what NSJAX_CPU_KERNEL allows
+        assert K.amx_probe()["uses_amx"] is AMX
+    with K.isa_capped("avx512"):
+        assert K.amx_probe()["uses_amx"] is False
+    assert K.amx_probe() == probe
+
+
+@needs_kernel
+def test_amx_environment_value_takes_the_tiles_whatever_the_probe():
+    # NSJAX_CPU_KERNEL=amx: in a new process, wide bases take the AMX kernel where the CPU
+    # has it (elsewhere the FMA code), bit for bit what isa_capped("amx") gives here
+    code = ("import hashlib, numpy as np; from nsjax import _cpu_kernel as K; "
+            "from test_cpu_kernel import _x, _basis; "
+            "out = K.project_rows(_x((4096, 130), seed=5), _basis(130, 96, seed=6), True)[0]; "
+            "print(K.amx_probe()); print(hashlib.sha256(np.asarray(out).tobytes()).hexdigest())")
+    child = _run_child(code, NSJAX_CPU_KERNEL="amx")
+    assert child.returncode == 0, child.stderr[-2000:]
+    probe, digest = child.stdout.strip().splitlines()
+    assert (probe == "None") if not _amx_usable() else ("'uses_amx': True" in probe), probe
+    if _amx_usable() and not AMX:  # NSJAX_CPU_KERNEL keeps this process off the tiles
+        return
+    with K.isa_capped("amx"):
+        out = K.project_rows(_x((4096, 130), seed=5), _basis(130, 96, seed=6), True)[0]
+    assert digest == hashlib.sha256(np.asarray(out).tobytes()).hexdigest()
 
 
 @needs_kernel
@@ -336,6 +385,11 @@ def test_amx_kernel_is_the_one_tested_where_the_cpu_has_it(record_property):
         assert "amx" not in K.info(), K.info()
         pytest.skip("Linux refuses this process the AMX tile state: the FMA code ran")
     assert "amx-bf16" in K.info(), K.info()
+
+
+def _amx_usable() -> bool:
+    """Whether this CPU and Linux give the AMX kernel (whatever NSJAX_CPU_KERNEL says)."""
+    return _cpu_has("amx_bf16") and _cpu_has("avx512_bf16") and _amx_permitted()
 
 
 def _amx_permitted() -> bool:
@@ -938,9 +992,10 @@ def test_kernel_peak_harness_checks_every_body_the_cpu_has(capsys):
     # 7 rows: a 6-row tile and a 1-row one; n = 130 = 8 x 16 + 2: a masked tail in both bodies
     assert mod.main(["--shapes", "30x784x32", "7x130x16", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
-    rows = re.findall(r"^\| (avx2|avx512) \| (\S+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (\d+)% \| "
-                      r"([\d.]+) \|$", out, re.M)
+    rows = re.findall(r"^\| (avx2|avx512|amx) \| (\S+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| "
+                      r"(\d+)% \| ([\d.]+) \|$", out, re.M)
     isas = ["avx2"] + (["avx512"] if _cpu_has("avx512f") else [])
+    isas += ["amx"] if _amx_usable() else []
     assert [(isa, shape) for isa, shape, _, _ in rows] == [
         (isa, shape) for shape in ("30x784x32", "7x130x16") for isa in isas], out
     for _, _, pct, err in rows:

@@ -135,6 +135,28 @@ struct V {
   }
 };
 #include "project_body.inc"
+
+// Vector FMAs per second of ``iters`` rounds of 24 independent chains, operands in
+// registers: the core's AVX-512 FMA peak (no loads, no stalls), for the AMX probe below and
+// scripts/kernel_peak.cc.
+static double fma_rate(long iters) {
+  constexpr int kChains = 24;
+  __m512 a[kChains];
+  const __m512 b = _mm512_set1_ps(1.0000001f), c = _mm512_set1_ps(1e-7f);
+#pragma GCC unroll 24
+  for (int i = 0; i < kChains; ++i) a[i] = _mm512_set1_ps(static_cast<float>(i));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long k = 0; k < iters; ++k) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  __m512 sum = a[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, a[i]);
+  volatile float sink = _mm512_reduce_add_ps(sum);
+  (void)sink;
+  return static_cast<double>(iters) * kChains / s;
+}
 }  // namespace avx512
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -222,6 +244,8 @@ ProjectRowsFn RowsFn(int isa) {
   return isa >= 2 ? &avx512::rows : isa == 1 ? &avx2::rows : nullptr;
 }
 ProjectRowsFn AmxRowsFn() { return &amx::rows; }
+double FmaRate(long iters) { return avx512::fma_rate(iters); }
+double TileRate(long iters) { return amx::tile_rate(iters); }
 PatchRowsFn PatchFn(int isa) {
   return isa >= 2 ? &avx512::patch_rows : isa == 1 ? &avx2::patch_rows : nullptr;
 }
@@ -234,6 +258,8 @@ namespace {
 int DetectIsa() { return 0; }
 ProjectRowsFn RowsFn(int) { return nullptr; }
 ProjectRowsFn AmxRowsFn() { return nullptr; }
+double FmaRate(long) { return 0; }
+double TileRate(long) { return 0; }
 PatchRowsFn PatchFn(int) { return nullptr; }
 int64_t Lanes(int) { return 16; }
 int64_t PanelVectors(int) { return 1; }
@@ -244,6 +270,46 @@ void StoreFence() {}
 namespace {
 
 std::atomic<int> g_isa_cap{3};  // nsjax_project_cap_isa: test the AVX2/AVX-512 paths
+
+// Whether wide bases take the AMX kernel where the CPU has it: only if the tiles run near
+// their nominal rate.  The same CPU model's tiles ran at 16 cycles per tile product on one
+// VM and at ~38 on another (cycles of the FMA clock), where the AMX kernel took 1.7x the
+// AVX-512 body's time (docs/results/performance.md, twelfth session).  So on the first call
+// that could take it, the AMX kernel is probed: the tiles' register-only rate against the
+// AVX-512 FMA peak, both in float32 vector FMAs (a tile product, 16 x 16 x 32 bfloat16 MACs
+// spent six to a float32 MAC, is worth 8192 / 6 / 16 of them), best of kProbeRounds each;
+// nominal is 85.3 / 16 against 2 per cycle, 2.67.  Below kAmxMinPeakRatio the FMA body
+// runs.  The decision holds for the process (the two kernels' bits differ, so a call does
+// not switch between them from one call to the next); nsjax_project_amx_mode pins it.
+constexpr double kAmxMinPeakRatio = 2.0;
+constexpr int kProbeRounds = 5;
+constexpr long kProbeFmaIters = 40000, kProbeTileIters = 4000;  // ~0.2-0.5 ms each
+std::atomic<int> g_amx_mode{1};  // 0 never, 1 as probed (the default), 2 always
+
+struct AmxProbe {
+  double ratio = 0;  // the tiles' peak over the FMA peak; 0 where not probed
+  bool pays = false;
+};
+
+const AmxProbe& ProbeAmx() {  // the first call probes (only where DetectIsa() is 3)
+  static const AmxProbe probe = [] {
+    AmxProbe p;
+    double fma = 0, tile = 0;
+    for (int i = 0; i < kProbeRounds; ++i) {
+      fma = std::max(fma, FmaRate(kProbeFmaIters));
+      tile = std::max(tile, TileRate(kProbeTileIters));
+    }
+    if (fma > 0) p.ratio = tile / fma;
+    p.pays = p.ratio >= kAmxMinPeakRatio;
+    return p;
+  }();
+  return probe;
+}
+
+bool UseAmx() {  // where Isa() is 3
+  const int mode = g_amx_mode.load();
+  return mode == 2 || (mode == 1 && ProbeAmx().pays);
+}
 std::atomic<bool> g_advise{true};  // nsjax_project_set_hugepages: measure without
 
 // Transparent huge pages for a large output buffer: asked for on the whole buffer before
@@ -326,10 +392,11 @@ struct HugePageAdvisor {
   }
 };
 
-int Isa() {
+int DetectedIsa() {
   static const int isa = DetectIsa();
-  return std::min(isa, g_isa_cap.load());
+  return isa;
 }
+int Isa() { return std::min(DetectedIsa(), g_isa_cap.load()); }
 
 // R (n, rp) and Rt (rp, n) of ``bases`` bases, repacked into the column panels that
 // project_body.inc reads (see there) for an ISA of w lanes and panels of nv vectors: basis
@@ -530,7 +597,8 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   job->r = r.typed_data();
   job->rt = rt.typed_data();
   job->r_size = job->rt_size = rp * n;
-  const bool amx = isa == 3 && rp >= kAmxMinCols && slabs * m >= kAmxMinRows * bases;
+  const bool amx = isa == 3 && rp >= kAmxMinCols && slabs * m >= kAmxMinRows * bases &&
+                   UseAmx();
   if (amx) {
     job->fn = AmxRowsFn();
     job->amx_basis = std::make_unique<AmxBasis>(job->r, job->rt, bases, n, rp);
@@ -718,6 +786,24 @@ extern "C" int nsjax_project_isa() { return Isa(); }
 extern "C" int nsjax_project_cap_isa(int cap) {
   g_isa_cap.store(std::max(0, std::min(cap, 3)));
   return Isa();
+}
+
+// Whether wide bases take the AMX kernel (where nsjax_project_isa() is 3): 0 never, 1 where
+// the probe finds the tiles fast enough (the default), 2 always; a negative mode only
+// reads it.  Returns the previous mode.
+extern "C" int nsjax_project_amx_mode(int mode) {
+  return mode < 0 ? g_amx_mode.load() : g_amx_mode.exchange(std::min(mode, 2));
+}
+
+// The AMX probe (probing now if no call has yet): the tiles' register-only peak over the
+// AVX-512 FMA peak, in float32 MACs; 0 where the CPU or Linux gives no AMX.  Sets *pays to
+// whether that reaches kAmxMinPeakRatio, and *min_ratio to that threshold.
+extern "C" double nsjax_project_amx_probe(int* pays, double* min_ratio) {
+  *min_ratio = kAmxMinPeakRatio;
+  *pays = 0;
+  if (DetectedIsa() < 3) return 0;
+  *pays = ProbeAmx().pays ? 1 : 0;
+  return ProbeAmx().ratio;
 }
 
 // Whether the kernel advises huge pages on its large outputs (1, the default) or not (0),
