@@ -21,7 +21,8 @@
 // body is compiled once per set from project_body.inc.  Where the CPU also has AMX-BF16
 // (and Linux grants the tile state), bases of kAmxMinCols or more columns take the AMX
 // kernel of project_amx.inc instead: float32 accuracy from three exact bfloat16 pieces per
-// operand (see there), at 1.1-1.3x the AVX-512 speed for such bases.  Elsewhere (or with
+// operand (see there), at 1.1-1.3x the AVX-512 speed for such bases where the tiles run at
+// their nominal rate, which a probe checks once per process (UseAmx).  Elsewhere (or with
 // -DNSJAX_NO_SIMD, to check that path compiles) the library builds with isa 0 and nsjax
 // uses XLA's matmuls.
 
@@ -272,10 +273,9 @@ namespace {
 std::atomic<int> g_isa_cap{3};  // nsjax_project_cap_isa: test the AVX2/AVX-512 paths
 
 // Whether wide bases take the AMX kernel where the CPU has it: only if the tiles run near
-// their nominal rate.  The same CPU model's tiles ran at 16 cycles per tile product on one
-// VM and at ~38 on another (cycles of the FMA clock), where the AMX kernel took 1.7x the
-// AVX-512 body's time (docs/results/performance.md, twelfth session).  So on the first call
-// that could take it, the AMX kernel is probed: the tiles' register-only rate against the
+// their nominal rate, which differs between hosts of one CPU model, and below which the
+// AVX-512 body is the faster (docs/results/performance.md, twelfth session).  So the first
+// call that could take the AMX kernel probes: the tiles' register-only rate against the
 // AVX-512 FMA peak, both in float32 vector FMAs (a tile product, 16 x 16 x 32 bfloat16 MACs
 // spent six to a float32 MAC, is worth 8192 / 6 / 16 of them), best of kProbeRounds each;
 // nominal is 85.3 / 16 against 2 per cycle, 2.67.  Below kAmxMinPeakRatio the FMA body
