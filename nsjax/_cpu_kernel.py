@@ -187,8 +187,8 @@ def isa_capped(isa: str):
     mode = _symbol("nsjax_project_amx_mode")
     allowed = _allowed_level()
     try:
-        if mode is not None:
-            mode(2 if isa == "amx" else _amx_mode())
+        if mode is not None and isa == "amx":
+            mode(2)
         yield int(fn(min(_ISA_LEVELS[isa], allowed)))
     finally:
         fn(allowed)
@@ -212,14 +212,11 @@ def amx_probe() -> dict | None:
     if fn is None:
         return None
     fn.restype = ctypes.c_double
-    pays, min_ratio = ctypes.c_int(), ctypes.c_double()
-    ratio = float(fn(ctypes.byref(pays), ctypes.byref(min_ratio)))
+    uses, min_ratio = ctypes.c_int(), ctypes.c_double()
+    ratio = float(fn(ctypes.byref(uses), ctypes.byref(min_ratio)))
     if ratio <= 0:
         return None
-    mode = int(_symbol("nsjax_project_amx_mode")(-1))
-    tiles = int(_symbol("nsjax_project_isa")()) == 3  # not capped below AMX
-    uses = tiles and (mode == 2 or (mode == 1 and bool(pays.value)))
-    return {"ratio": ratio, "min_ratio": float(min_ratio.value), "uses_amx": uses}
+    return {"ratio": ratio, "min_ratio": float(min_ratio.value), "uses_amx": bool(uses.value)}
 
 
 def info() -> str:

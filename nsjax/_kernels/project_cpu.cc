@@ -789,20 +789,20 @@ extern "C" int nsjax_project_cap_isa(int cap) {
 }
 
 // Whether wide bases take the AMX kernel (where nsjax_project_isa() is 3): 0 never, 1 where
-// the probe finds the tiles fast enough (the default), 2 always; a negative mode only
-// reads it.  Returns the previous mode.
+// the probe finds the tiles fast enough (the default), 2 always.  Returns the previous mode.
 extern "C" int nsjax_project_amx_mode(int mode) {
-  return mode < 0 ? g_amx_mode.load() : g_amx_mode.exchange(std::min(mode, 2));
+  return g_amx_mode.exchange(std::max(0, std::min(mode, 2)));
 }
 
 // The AMX probe (probing now if no call has yet): the tiles' register-only peak over the
-// AVX-512 FMA peak, in float32 MACs; 0 where the CPU or Linux gives no AMX.  Sets *pays to
-// whether that reaches kAmxMinPeakRatio, and *min_ratio to that threshold.
-extern "C" double nsjax_project_amx_probe(int* pays, double* min_ratio) {
+// AVX-512 FMA peak, in float32 MACs; 0 where the CPU or Linux gives no AMX.  Sets *uses to
+// whether wide bases take the AMX kernel now (the probe, the mode and the ISA cap), and
+// *min_ratio to kAmxMinPeakRatio.
+extern "C" double nsjax_project_amx_probe(int* uses, double* min_ratio) {
   *min_ratio = kAmxMinPeakRatio;
-  *pays = 0;
+  *uses = 0;
   if (DetectedIsa() < 3) return 0;
-  *pays = ProbeAmx().pays ? 1 : 0;
+  *uses = Isa() == 3 && UseAmx() ? 1 : 0;
   return ProbeAmx().ratio;
 }
 
