@@ -13,9 +13,10 @@ Measured speed: ``benchmarks/README.md`` (``python -m benchmarks.projection_60k`
   Intel AMX tiles with each float32 operand split exactly into three bfloat16 pieces and
   the six products that reach float32's precision summed in float32
   (``nsjax/_kernels/project_amx.inc``; the same error bound against float64 as the FMA
-  path, checked by the tests).  The tiles are used only where they run fast enough to pay:
-  the first call that could take them times them against the FMA units once
-  (:func:`amx_probe`), and the answer holds for the process;
+  path, checked by the tests), when asked for with ``NSJAX_CPU_KERNEL=amx``.  By default
+  the FMA code runs there too, so the results are the same bits on every AVX-512 CPU and in
+  every process: the tiles pay only where they run near their nominal rate, which differs
+  between hosts and, on a VM, from moment to moment (:func:`amx_probe` reports it);
 * **CPU only**: under ``jit`` for another platform, ``lax.platform_dependent`` lowers
   XLA's matmuls instead, so one traced function serves CPU, GPU and TPU;
 * **differentiable** (``custom_jvp``: tangents go through XLA's matmuls, reverse mode by
@@ -36,9 +37,10 @@ The library is built by ``pip install`` from the C++ source (``setup.py``, an op
 extension: without a compiler nsjax installs and uses XLA's matmuls).  :func:`available`
 says whether it is in use; ``NSJAX_CPU_KERNEL=0`` in the environment switches it off,
 ``NSJAX_CPU_KERNEL=avx2`` keeps it to AVX2 on an AVX-512 machine,
-``NSJAX_CPU_KERNEL=avx512`` to AVX-512 on an AMX machine, and ``NSJAX_CPU_KERNEL=amx``
-takes the AMX tiles for wide bases whatever the probe finds (to test and measure those
-paths, or to pin one of the two kernels, whose last bits differ, across processes).
+``NSJAX_CPU_KERNEL=avx512`` to AVX-512 (the default's arithmetic) on an AMX machine, and
+``NSJAX_CPU_KERNEL=amx`` takes the AMX tiles for wide bases (to test and measure those
+paths, or for their speed where :func:`amx_probe` finds the tiles fast; the two kernels'
+last bits differ).
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ def _allowed_level() -> int:
 
 
 def _amx_mode() -> int:
-    """The AMX mode ``NSJAX_CPU_KERNEL`` sets: 2 (always, ``amx``), else 1 (as probed)."""
-    return 2 if _env_mode() == "amx" else 1
+    """Whether ``NSJAX_CPU_KERNEL`` asks wide bases to take the AMX tiles: 1 (``amx``) or 0."""
+    return 1 if _env_mode() == "amx" else 0
 
 
 _LIB: list = []  # the loaded library, once _load() succeeded
@@ -96,7 +98,7 @@ def _load() -> tuple[bool, str]:
     if mode not in ("", "1", "true", "on", "yes", *_ENV_CAPS):
         raise ValueError(f"NSJAX_CPU_KERNEL={mode!r}: expected 0 (off), 1 (on, the default), "
                          "avx2 (on, AVX2 code only), avx512 (on, no AMX) or amx (on, AMX "
-                         "for wide bases whatever the probe finds)")
+                         "tiles for wide bases)")
     spec = importlib.util.find_spec("nsjax._project_cpu")
     if spec is None or not spec.origin:
         return False, "the extension nsjax._project_cpu was not built (no C++ compiler at install?)"
@@ -175,7 +177,7 @@ def isa_capped(isa: str):
     """Inside the block the kernel uses at most instruction set ``isa`` (``"avx2"``,
     ``"avx512"`` or ``"amx"``), and never more than the CPU has or ``NSJAX_CPU_KERNEL``
     allows; after it, that allowance again.  With ``"amx"``, wide bases take the AMX kernel
-    whatever :func:`amx_probe` found (where the CPU has it).  Yields the level in use
+    (where the CPU has it) as with ``NSJAX_CPU_KERNEL=amx``.  Yields the level in use
     (:data:`_ISA_NAMES`), 0 when the kernel is not.  For tests and benchmarks that compare
     the code paths in one process, not a user setting."""
     if isa not in _ISA_LEVELS:
@@ -188,7 +190,7 @@ def isa_capped(isa: str):
     allowed = _allowed_level()
     try:
         if mode is not None and isa == "amx":
-            mode(2)
+            mode(1)
         yield int(fn(min(_ISA_LEVELS[isa], allowed)))
     finally:
         fn(allowed)
@@ -197,17 +199,18 @@ def isa_capped(isa: str):
 
 
 def amx_probe() -> dict | None:
-    """Whether wide bases take the AMX kernel in this process, and why; None where the
+    """How fast the AMX tiles run here, and whether wide bases take them; None where the
     kernel or the CPU (or Linux) gives no AMX.
 
     The AMX kernel pays only where the tiles run near their nominal rate, which differs
-    between hosts of one CPU model (``docs/results/performance.md``).  So the first call
-    that could take it (or this function, if first) times register-only tile products
-    against the AVX-512 FMA peak, best of five rounds of ~0.5 ms each, and the answer holds
-    for the process.  Returns ``{"ratio": r, "min_ratio": t, "uses_amx": bool}``: ``r``
-    is the tiles' peak over the FMA peak, in float32 multiply-adds (nominal 2.67),
-    ``uses_amx`` whether wide bases take the tiles now (``r >= t``, unless
-    ``NSJAX_CPU_KERNEL=amx`` or :func:`isa_capped` sets otherwise)."""
+    between hosts of one CPU model and, on a VM, from one moment to the next
+    (``docs/results/performance.md``, twelfth and thirteenth sessions), so it runs only when
+    asked for (``NSJAX_CPU_KERNEL=amx``).  The first call of this function times
+    register-only tile products against the AVX-512 FMA peak, best of five rounds of ~0.5 ms
+    each, once per process.  Returns ``{"ratio": r, "min_ratio": t, "uses_amx": bool}``:
+    ``r`` is the tiles' peak over the FMA peak, in float32 multiply-adds (nominal 2.67),
+    ``t`` the ratio from which the AMX kernel pays (2), ``uses_amx`` whether wide bases take
+    the tiles now (``NSJAX_CPU_KERNEL=amx`` or :func:`isa_capped`), whatever ``r``."""
     fn = _symbol("nsjax_project_amx_probe")
     if fn is None:
         return None
@@ -226,9 +229,10 @@ def info() -> str:
         return f"fused CPU kernel not in use: {why}"
     probe = amx_probe()
     if probe is not None:
-        why += (f"; AMX tiles at {probe['ratio']:.2f}x the FMA peak (from "
+        why += (f"; AMX tiles at {probe['ratio']:.2f}x the FMA peak now (from "
                 f"{probe['min_ratio']:g}x they pay): "
-                f"{'used' if probe['uses_amx'] else 'not used'} for wide bases")
+                + ("used for wide bases" if probe["uses_amx"]
+                   else "not used (NSJAX_CPU_KERNEL=amx takes them for wide bases)"))
     return f"fused CPU kernel: {why}"
 
 

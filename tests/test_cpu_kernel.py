@@ -97,9 +97,8 @@ BIG_UNALIGNED = (12000, 785, 32)
 # tail; 25 k-blocks, the last padded) with 112 columns (an odd number of column tiles) and
 # 4 rows in the last 32-row block; 1040 x 250 -> 256 columns (even), 31 rows in the last
 # block; rows of 130 against 96 columns, 4096 rows (whole blocks); and (next test) a basis
-# per vmapped slice.  By default wide bases take the AMX kernel only where its probe finds
-# the tiles fast (K.amx_probe); these tests take it with isa_capped("amx"), whatever the
-# probe says.
+# per vmapped slice.  By default wide bases take the FMA code (the AMX kernel only with
+# NSJAX_CPU_KERNEL=amx); these tests take the AMX kernel with isa_capped("amx").
 AMX = K.available() and "amx" in K.info().split(";")[0]
 AMX_CASES = [(4100, 785, 100), (4127, 1040, 250), (4096, 130, 96)]
 
@@ -277,17 +276,17 @@ def test_packed_basis_path_is_bit_identical_to_the_row_major_one(null_part):
 @pytest.mark.parametrize("m,n,c", AMX_CASES, ids=lambda v: str(v))
 def test_amx_shapes_match_float64_and_the_fma_code(m, n, c):
     # Where the CPU has AMX these shapes take the AMX kernel (elsewhere the FMA code, and
-    # the test checks that code against the same tolerance).  By default they take the
-    # kernel the probe chose: the same bits as that kernel's.
+    # the test checks that code against the same tolerance).  By default they take the FMA
+    # code, whatever the tiles' speed (the AMX kernel only with NSJAX_CPU_KERNEL=amx): the
+    # same bits as the AVX-512 body's.
     x, b = _x((m, n), seed=5), _basis(n, c, seed=6)
-    probe = K.amx_probe()
     for null_part in (True, False):
         with K.isa_capped("amx"):
             out, finite = K.project_rows(x, b, null_part)
         with K.isa_capped("avx512"):
             fma = np.asarray(K.project_rows(x, b, null_part)[0])
         default = np.asarray(K.project_rows(x, b, null_part)[0])
-        chosen = np.asarray(out) if probe is not None and probe["uses_amx"] else fma
+        chosen = np.asarray(out) if K._amx_mode() else fma
         np.testing.assert_array_equal(default, chosen)
         assert bool(finite)
         ref = _ref(x, b, null_part)
@@ -308,7 +307,7 @@ def test_amx_kernel_flags_nan_and_inf_rows_and_takes_a_basis_per_slice():
     x = _x((2, 4100, 300), seed=7)
     bs = jnp.stack([_basis(300, 100, seed=s) for s in range(2)])
     f = jax.jit(jax.vmap(lambda xi, bi: K.project_rows(xi, bi, True)))
-    with K.isa_capped("amx"):  # the AMX kernel where the CPU has it, whatever the probe
+    with K.isa_capped("amx"):  # the AMX kernel where the CPU has it
         out, finite = f(x, bs)
         assert finite.tolist() == [True, True]
         for i in range(2):
@@ -322,7 +321,7 @@ def test_amx_kernel_flags_nan_and_inf_rows_and_takes_a_basis_per_slice():
 
 
 @needs_kernel
-def test_amx_probe_decides_once_and_isa_capped_overrides_it():
+def test_amx_probe_reports_and_only_an_explicit_request_takes_the_tiles():
     probe = K.amx_probe()
     if not _amx_usable():
         assert probe is None and "AMX tiles" not in K.info(), (probe, K.info())
@@ -330,9 +329,11 @@ def test_amx_probe_decides_once_and_isa_capped_overrides_it():
     # the tiles against the FMA units, in float32 multiply-adds: positive, and the same
     # figure at every call (probed once per process)
     assert probe["ratio"] > 0 and probe["min_ratio"] == 2.0, probe
-    assert probe["uses_amx"] == (AMX and probe["ratio"] >= probe["min_ratio"]), probe
+    # whatever the ratio, the tiles run only where NSJAX_CPU_KERNEL=amx asks for them
+    assert probe["uses_amx"] == (AMX and K._amx_mode() == 1), probe
     assert K.amx_probe() == probe
     assert f"AMX tiles at {probe['ratio']:.2f}x" in K.info()
+    assert ("NSJAX_CPU_KERNEL=amx takes them" in K.info()) is not probe["uses_amx"], K.info()
     with K.isa_capped("amx"):  # never above what NSJAX_CPU_KERNEL allows
         assert K.amx_probe()["uses_amx"] is AMX
     with K.isa_capped("avx512"):
@@ -341,7 +342,7 @@ def test_amx_probe_decides_once_and_isa_capped_overrides_it():
 
 
 @needs_kernel
-def test_amx_environment_value_takes_the_tiles_whatever_the_probe():
+def test_amx_environment_value_takes_the_tiles():
     # NSJAX_CPU_KERNEL=amx: in a new process, wide bases take the AMX kernel where the CPU
     # has it (elsewhere the FMA code), bit for bit what isa_capped("amx") gives here
     code = ("import hashlib, numpy as np; from nsjax import _cpu_kernel as K; "

@@ -22,7 +22,7 @@
 // (and Linux grants the tile state), bases of kAmxMinCols or more columns take the AMX
 // kernel of project_amx.inc instead: float32 accuracy from three exact bfloat16 pieces per
 // operand (see there), at 1.1-1.3x the AVX-512 speed for such bases where the tiles run at
-// their nominal rate, which a probe checks once per process (UseAmx).  Elsewhere (or with
+// their nominal rate, when asked for (UseAmx: NSJAX_CPU_KERNEL=amx).  Elsewhere (or with
 // -DNSJAX_NO_SIMD, to check that path compiles) the library builds with isa 0 and nsjax
 // uses XLA's matmuls.
 
@@ -272,44 +272,35 @@ namespace {
 
 std::atomic<int> g_isa_cap{3};  // nsjax_project_cap_isa: test the AVX2/AVX-512 paths
 
-// Whether wide bases take the AMX kernel where the CPU has it: only if the tiles run near
-// their nominal rate, which differs between hosts of one CPU model, and below which the
-// AVX-512 body is the faster (docs/results/performance.md, twelfth session).  So the first
-// call that could take the AMX kernel probes: the tiles' register-only rate against the
-// AVX-512 FMA peak, both in float32 vector FMAs (a tile product, 16 x 16 x 32 bfloat16 MACs
-// spent six to a float32 MAC, is worth 8192 / 6 / 16 of them), best of kProbeRounds each;
-// nominal is 85.3 / 16 against 2 per cycle, 2.67.  Below kAmxMinPeakRatio the FMA body
-// runs.  The decision holds for the process (the two kernels' bits differ, so a call does
-// not switch between them from one call to the next); nsjax_project_amx_mode pins it.
+// Whether wide bases take the AMX kernel where the CPU has it: only when asked for
+// (nsjax_project_amx_mode).  The tiles' rate differs between hosts of one CPU model and,
+// on one VM, from one moment to the next, and below about twice the AVX-512 FMA peak the
+// FMA body is the faster; a timed choice, made once per process, took the tiles in some
+// processes and not in others on one machine, so the results' last bits differed between
+// runs (docs/results/performance.md, thirteenth session).  So the default is the FMA body,
+// the same bits on every AVX-512 CPU, and ProbeAmx only reports: the tiles' register-only
+// rate against the AVX-512 FMA peak, both in float32 vector FMAs (a tile product, 16 x 16
+// x 32 bfloat16 MACs spent six to a float32 MAC, is worth 8192 / 6 / 16 of them), best of
+// kProbeRounds each; nominal is 85.3 / 16 against 2 per cycle, 2.67, and the tiles pay
+// from about kAmxMinPeakRatio.
 constexpr double kAmxMinPeakRatio = 2.0;
 constexpr int kProbeRounds = 5;
 constexpr long kProbeFmaIters = 40000, kProbeTileIters = 4000;  // ~0.2-0.5 ms each
-std::atomic<int> g_amx_mode{1};  // 0 never, 1 as probed (the default), 2 always
+std::atomic<bool> g_amx{false};  // nsjax_project_amx_mode
 
-struct AmxProbe {
-  double ratio = 0;  // the tiles' peak over the FMA peak; 0 where not probed
-  bool pays = false;
-};
-
-const AmxProbe& ProbeAmx() {  // the first call probes (only where DetectIsa() is 3)
-  static const AmxProbe probe = [] {
-    AmxProbe p;
+double ProbeAmx() {  // the tiles' peak over the FMA peak (only where DetectIsa() is 3)
+  static const double ratio = [] {
     double fma = 0, tile = 0;
     for (int i = 0; i < kProbeRounds; ++i) {
       fma = std::max(fma, FmaRate(kProbeFmaIters));
       tile = std::max(tile, TileRate(kProbeTileIters));
     }
-    if (fma > 0) p.ratio = tile / fma;
-    p.pays = p.ratio >= kAmxMinPeakRatio;
-    return p;
+    return fma > 0 ? tile / fma : 0.0;
   }();
-  return probe;
+  return ratio;
 }
 
-bool UseAmx() {  // where Isa() is 3
-  const int mode = g_amx_mode.load();
-  return mode == 2 || (mode == 1 && ProbeAmx().pays);
-}
+bool UseAmx() { return g_amx.load(); }  // where Isa() is 3
 std::atomic<bool> g_advise{true};  // nsjax_project_set_hugepages: measure without
 
 // Transparent huge pages for a large output buffer: asked for on the whole buffer before
@@ -788,22 +779,20 @@ extern "C" int nsjax_project_cap_isa(int cap) {
   return Isa();
 }
 
-// Whether wide bases take the AMX kernel (where nsjax_project_isa() is 3): 0 never, 1 where
-// the probe finds the tiles fast enough (the default), 2 always.  Returns the previous mode.
-extern "C" int nsjax_project_amx_mode(int mode) {
-  return g_amx_mode.exchange(std::max(0, std::min(mode, 2)));
-}
+// Whether wide bases take the AMX kernel (where nsjax_project_isa() is 3): 1 yes, 0 no (the
+// default).  Returns the previous setting.
+extern "C" int nsjax_project_amx_mode(int on) { return g_amx.exchange(on != 0) ? 1 : 0; }
 
-// The AMX probe (probing now if no call has yet): the tiles' register-only peak over the
+// The AMX probe (probing now if nothing has yet): the tiles' register-only peak over the
 // AVX-512 FMA peak, in float32 MACs; 0 where the CPU or Linux gives no AMX.  Sets *uses to
-// whether wide bases take the AMX kernel now (the probe, the mode and the ISA cap), and
-// *min_ratio to kAmxMinPeakRatio.
+// whether wide bases take the AMX kernel now (the mode and the ISA cap), and *min_ratio to
+// kAmxMinPeakRatio, the ratio from which the tiles pay.
 extern "C" double nsjax_project_amx_probe(int* uses, double* min_ratio) {
   *min_ratio = kAmxMinPeakRatio;
   *uses = 0;
   if (DetectedIsa() < 3) return 0;
   *uses = Isa() == 3 && UseAmx() ? 1 : 0;
-  return ProbeAmx().ratio;
+  return ProbeAmx();
 }
 
 // Whether the kernel advises huge pages on its large outputs (1, the default) or not (0),
