@@ -273,6 +273,21 @@ def test_packed_basis_path_is_bit_identical_to_the_row_major_one(null_part):
 
 
 @needs_kernel
+def test_workers_copies_of_the_packed_basis_give_the_callers_bits():
+    # In a large call every worker after the first projects its chunks with its own copy of
+    # the packed basis.  Rows 0..11999 spread over the workers' chunks must equal, bit for
+    # bit, the same rows in calls of 1000 (below the packing threshold: every worker reads
+    # the basis as given).
+    x, b = _x((12000, 785), seed=5), _basis(785, 100, seed=6)
+    with K.isa_capped("avx512"):
+        for null_part in (True, False):
+            big = np.asarray(K.project_rows(x, b, null_part)[0])
+            parts = [np.asarray(K.project_rows(x[i:i + 1000], b, null_part)[0])
+                     for i in range(0, 12000, 1000)]
+            np.testing.assert_array_equal(big, np.concatenate(parts))
+
+
+@needs_kernel
 @pytest.mark.parametrize("m,n,c", AMX_CASES, ids=lambda v: str(v))
 def test_amx_shapes_match_float64_and_the_fma_code(m, n, c):
     # Where the CPU has AMX these shapes take the AMX kernel (elsewhere the FMA code, and
@@ -868,7 +883,9 @@ def test_huge_page_probe_skips_small_and_in_place_outputs():
 
 @needs_patches
 @pytest.mark.parametrize("shape,patch,cout", [((3, 8, 12, 2), (4, 3), 5),  # odd tail tiles
-                                              ((2, 32, 32, 3), (16, 16), 40)])  # ViT-like
+                                              ((2, 32, 32, 3), (16, 16), 40),  # ViT-like
+                                              # 256 patches: chunks on every worker
+                                              ((64, 32, 32, 3), (16, 16), 40)])
 def test_patch_layout_kernel_matches_float64(shape, patch, cout):
     b, h, w, c = shape
     ph, pw = patch

@@ -489,6 +489,37 @@ struct AmxBasis {
   }
 };
 
+// A packed basis as one block of floats: the workers after the first read their own copy.
+// Two cores reading one copy each ran their row loop ~1.5x slower than alone (2 vCPUs,
+// (60000, 784) onto 112 columns: 60000 rows in 180-210 ms on two threads, 115-126 ms with a
+// copy per thread, 230-245 ms on one; docs/results/performance.md, fourteenth session).  The
+// copy (up to kPackCacheFloats, ~0.1 ms for 700 KB) lives in a buffer the worker thread keeps
+// for its next call; a worker makes it only once it has claimed a chunk, so a late task of an
+// earlier call never writes it while a chunk of that call still reads it.
+struct SharedBasis {
+  const float* block = nullptr;  // r; the copy replaces r and rt (rt - r floats after it)
+  int64_t floats = 0;            // 0: every worker reads r and rt as given
+
+  void Init(const float* r, const float* rt, int64_t total_floats, int64_t workers) {
+    if (workers > 1 && total_floats <= kPackCacheFloats && rt > r &&
+        rt - r < total_floats) {
+      block = r;
+      floats = total_floats;
+    }
+  }
+  // r and rt for a worker that is not the caller.
+  void Copy(const float*& r, const float*& rt) const {
+    if (floats == 0) return;
+    static thread_local std::vector<float> copy;
+    if (static_cast<int64_t>(copy.size()) < floats + 16) copy.resize(floats + 16);
+    float* d = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(copy.data()) + 63) &
+                                        ~uintptr_t{63});
+    std::memcpy(d, block, static_cast<size_t>(floats) * sizeof(float));
+    rt = d + (rt - r);
+    r = d;
+  }
+};
+
 // Chunks of rows per worker thread.  Whoever finishes early claims the next chunk, so the
 // most a worker that is preempted or slowed (a busy core, a VM's other tenants) can hold
 // back the call is the rest of one chunk: small chunks bound that wait, and each costs
@@ -511,19 +542,22 @@ struct Job {
   int64_t m, n, rp, chunk_rows, chunks_per_slab, total;
   bool null_part, nt;
   HugePageAdvisor advice;
+  SharedBasis shared_basis;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::mutex mu;
   std::condition_variable cv;
 
-  void Work() {
+  void Work(bool caller) {
     int64_t finished = 0;
+    const float *wr = r, *wrt = rt;
     for (int64_t c; (c = next.fetch_add(1)) < total;) {
+      if (!caller && finished == 0) shared_basis.Copy(wr, wrt);
       const int64_t g = c / chunks_per_slab, k = c % chunks_per_slab, b = basis_of[g];
       const int64_t r0 = k * chunk_rows, r1 = std::min(m, r0 + chunk_rows);
       advice.Before(out + (g * m + r0) * n, out + (g * m + r1) * n);
-      fn(x + x_of[g] * m * n, r + b * r_size, rt + b * rt_size, out + g * m * n, bad + g * m,
-         r0, r1, n, rp, null_part, nt, basis != nullptr);
+      fn(x + x_of[g] * m * n, wr + b * r_size, wrt + b * rt_size, out + g * m * n,
+         bad + g * m, r0, r1, n, rp, null_part, nt, basis != nullptr);
       ++finished;
     }
     if (nt) StoreFence();
@@ -646,8 +680,12 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   job->chunks_per_slab = (job->m + job->chunk_rows - 1) / job->chunk_rows;
   job->total = job->chunks_per_slab * groups;
 
-  for (int64_t t = 1; t < std::min(workers, job->total); ++t) pool.Schedule([job] { job->Work(); });
-  job->Work();
+  if (job->basis || job->amx_basis)
+    job->shared_basis.Init(job->r, job->rt, bases * (job->r_size + job->rt_size),
+                           std::min(workers, job->total));
+  for (int64_t t = 1; t < std::min(workers, job->total); ++t)
+    pool.Schedule([job] { job->Work(false); });
+  job->Work(true);
   std::unique_lock<std::mutex> lock(job->mu);
   job->cv.wait(lock, [&] { return job->done.load() == job->total; });
   job->advice.Record();
@@ -667,15 +705,18 @@ struct PatchJob {
   int64_t rows, n, rp, chunk_rows, total;
   bool null_part;
   HugePageAdvisor advice;
+  SharedBasis shared_basis;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::mutex mu;
   std::condition_variable cv;
 
-  void Work() {
+  void Work(bool caller) {
     int64_t finished = 0;
     std::vector<float> buf;
+    const float *wr = basis->r, *wrt = basis->rt;
     for (int64_t c; (c = next.fetch_add(1)) < total;) {
+      if (!caller && finished == 0) shared_basis.Copy(wr, wrt);
       if (buf.empty()) buf.resize(2 * 16 * n + 32);  // two tiles of <= 16 rows, + alignment
       float* xt = reinterpret_cast<float*>(
           (reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
@@ -683,7 +724,7 @@ struct PatchJob {
       // the images whose patches all lie in [r0, r1): no other worker writes them
       const int64_t i0 = (r0 + geom.per_image - 1) / geom.per_image, i1 = r1 / geom.per_image;
       if (i1 > i0) advice.Before(out + i0 * geom.image, out + i1 * geom.image);
-      fn(x, basis->r, basis->rt, out, bad, geom, r0, r1, rp, null_part, xt, xt + 16 * n);
+      fn(x, wr, wrt, out, bad, geom, r0, r1, rp, null_part, xt, xt + 16 * n);
       ++finished;
     }
     if (finished && done.fetch_add(finished) + finished == total) {
@@ -736,8 +777,11 @@ ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   chunk = std::max<int64_t>(48, (chunk + 47) / 48 * 48);
   job->chunk_rows = std::min(chunk, rows);
   job->total = (rows + job->chunk_rows - 1) / job->chunk_rows;
-  for (int64_t t = 1; t < std::min(workers, job->total); ++t) pool.Schedule([job] { job->Work(); });
-  job->Work();
+  job->shared_basis.Init(job->basis->r, job->basis->rt, n * rp + job->basis->rt_size,
+                         std::min(workers, job->total));
+  for (int64_t t = 1; t < std::min(workers, job->total); ++t)
+    pool.Schedule([job] { job->Work(false); });
+  job->Work(true);
   std::unique_lock<std::mutex> lock(job->mu);
   job->cv.wait(lock, [&] { return job->done.load() == job->total; });
   job->advice.Record();
