@@ -1,6 +1,7 @@
-"""How close the fused CPU kernel runs to this core's FMA peak, one thread.
+"""How close the fused CPU kernel runs to this core's FMA peak, one thread (or several).
 
     python scripts/bench_kernel_peak.py [--shapes 1200x784x32 6000x784x112 ...] [--repeats 15]
+                                        [--threads 2]
 
 Builds ``scripts/kernel_peak.cc`` (which includes ``nsjax/_kernels/project_cpu.cc``) with
 the compiler and flags of the extension into a temporary directory, and runs it for each
@@ -20,6 +21,12 @@ float32 MAC; their peak is a loop of register-only tile products.  So the avx512
 peaks compare directly: where the tiles' peak is not well above AVX-512's, the AMX kernel
 does not pay (the tiles' rate differs between hosts of the same CPU model;
 docs/results/performance.md).
+
+``--threads N`` (N > 1) adds, after each one-thread row, the same loop on N threads that
+claim chunks of rows as the kernel's call does, once reading one packed basis together
+(``shared``) and once a copy each (``copy``, what the kernel does); the peak is then N
+times one core's.  On the 2-vCPU VMs of this project the shared basis cost each thread
+~1.5x (docs/results/performance.md, fourteenth session).
 """
 
 from __future__ import annotations
@@ -70,11 +77,13 @@ def build(outdir: str) -> str:
     return binary
 
 
-def run(binary: str, isa: str, shape: tuple[int, int, int], repeats: int) -> dict | None:
-    """One measurement, or None where the CPU lacks ``isa`` (the harness exits with NO_ISA)."""
+def run(binary: str, isa: str, shape: tuple[int, int, int], repeats: int, threads: int = 1,
+        basis: str = "copy") -> dict | None:
+    """One measurement, or None where the CPU lacks ``isa`` (the harness exits with NO_ISA).
+    ``basis`` (``copy`` or ``shared``) matters only for ``threads`` > 1."""
     m, n, c = shape
-    done = subprocess.run([binary, isa, str(m), str(n), str(c), str(repeats)],
-                          capture_output=True, text=True)
+    done = subprocess.run([binary, isa, str(m), str(n), str(c), str(repeats), str(threads),
+                           basis], capture_output=True, text=True)
     if done.returncode == NO_ISA:
         return None
     if done.returncode:
@@ -87,24 +96,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", nargs="+", type=_shape, default=[_shape(s) for s in DEFAULT_SHAPES],
                    metavar="ROWSxNxCOLS")
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1,
+                   help="also time N threads, with one shared basis and with a copy each")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if not 1 <= args.threads <= 256:
+        p.error("--threads must be 1 to 256")
+    runs = [(1, "-")] + ([(args.threads, "shared"), (args.threads, "copy")]
+                         if args.threads > 1 else [])
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         binary = build(tmp)
-        print("| isa | rows x n x cols | kernel ms | kernel G vFMA/s | peak G vFMA/s "
-              "| of peak | err |")
-        print("|---|---|---|---|---|---|---|")
+        print("| isa | rows x n x cols | threads | basis | kernel ms | kernel G vFMA/s "
+              "| peak G vFMA/s | of peak | err |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for shape in args.shapes:
             for isa in ISAS:
-                r = run(binary, isa, shape, args.repeats)
-                if r is None:
-                    continue
-                ok &= r["err"] <= ERR_TOL
-                print(f"| {isa} | {'x'.join(map(str, shape))} | {r['kernel_ms']:.2f} "
-                      f"| {r['kernel_vfma_per_s'] / 1e9:.2f} | {r['peak_vfma_per_s'] / 1e9:.2f} "
-                      f"| {r['fraction_of_peak']:.0%} | {r['err']:.2f} |")
+                for threads, basis in runs:
+                    r = run(binary, isa, shape, args.repeats, threads,
+                            "copy" if basis == "-" else basis)
+                    if r is None:
+                        break
+                    ok &= r["err"] <= ERR_TOL
+                    print(f"| {isa} | {'x'.join(map(str, shape))} | {threads} | {basis} "
+                          f"| {r['kernel_ms']:.2f} | {r['kernel_vfma_per_s'] / 1e9:.2f} "
+                          f"| {r['peak_vfma_per_s'] / 1e9:.2f} | {r['fraction_of_peak']:.0%} "
+                          f"| {r['err']:.2f} |")
     if not ok:
         print(f"error above {ERR_TOL}: the kernel's result is wrong", file=sys.stderr)
     return 0 if ok else 1

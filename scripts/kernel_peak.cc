@@ -1,10 +1,14 @@
-// One thread of the fused projection kernel against this core's own FMA peak.
+// The fused projection kernel's row loop against this core's own FMA peak.
 //
 // Built and run by scripts/bench_kernel_peak.py (see there); it includes project_cpu.cc,
 // so it needs the XLA FFI headers the extension is built with.  Usage:
 //
-//   kernel_peak ISA ROWS N COLS REPS      ISA: avx2 | avx512 | amx
+//   kernel_peak ISA ROWS N COLS REPS [THREADS [BASIS]]
+//       ISA: avx2 | avx512 | amx;  THREADS: default 1;  BASIS: copy (default) | shared
 //
+// With THREADS > 1 the threads claim chunks of rows as the kernel's call does (ProjectImpl)
+// and read either a copy of the packed basis each (``copy``: what the kernel does) or the
+// one copy (``shared``); the peak is then THREADS times one core's.
 // Exit status 2 for bad arguments, kNoIsa where the CPU lacks ISA (for amx: AMX-BF16, or
 // Linux's permission to use the tiles).
 // Times the kernel's row loop (``rows`` in project_body.inc, packed basis, plain stores, the
@@ -27,6 +31,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -65,18 +70,23 @@ double PeakAvx512() { return avx512::fma_rate(kPeakIters); }
 double PeakAmx() { return amx::tile_rate(kPeakIters / 16); }  // ~16 cycles or more each
 
 int Usage(const char* why, int status = 2) {
-  std::fprintf(stderr, "kernel_peak: %s\nusage: kernel_peak avx2|avx512|amx ROWS N COLS REPS\n",
-               why);
+  std::fprintf(stderr,
+               "kernel_peak: %s\nusage: kernel_peak avx2|avx512|amx ROWS N COLS REPS "
+               "[THREADS [copy|shared]]\n", why);
   return status;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 6) return Usage("expected 5 arguments");
+  if (argc < 6 || argc > 8) return Usage("expected 5 to 7 arguments");
   const std::string isa = argv[1];
   const int64_t rows = std::atol(argv[2]), n = std::atol(argv[3]), rp = std::atol(argv[4]);
   const int reps = std::atoi(argv[5]);
+  const int threads = argc > 6 ? std::atoi(argv[6]) : 1;
+  const std::string basis_mode = argc > 7 ? argv[7] : "copy";
+  if (threads < 1 || threads > 256 || (basis_mode != "copy" && basis_mode != "shared"))
+    return Usage("THREADS must be 1 to 256 and BASIS copy or shared");
   __builtin_cpu_init();
   int64_t lanes, nv;
   ProjectRowsFn fn;
@@ -129,7 +139,35 @@ int main(int argc, char** argv) {
     pr = packed->r, prt = packed->rt;
   }
 
-  auto call = [&] { fn(x, pr, prt, out, bad.data(), 0, rows, n, rp, true, false, true); };
+  // one copy of the packed block (r, then rt) per extra thread, as SharedBasis::Copy makes
+  const int64_t block = isa == "amx" ? tiles->b1_size + tiles->b2_size
+                                     : n * rp + packed->rt_size;
+  std::vector<std::vector<float>> copies(basis_mode == "copy" ? threads - 1 : 0);
+  std::vector<const float*> thread_r(threads, pr), thread_rt(threads, prt);
+  for (size_t t = 0; t < copies.size(); ++t) {
+    copies[t].resize(block + 16);
+    float* d = reinterpret_cast<float*>(
+        (reinterpret_cast<uintptr_t>(copies[t].data()) + 63) & ~uintptr_t{63});
+    std::memcpy(d, pr, static_cast<size_t>(block) * sizeof(float));
+    thread_r[t + 1] = d;
+    thread_rt[t + 1] = d + (prt - pr);
+  }
+  const int64_t rows_unit = isa == "amx" ? amx::kMB : 24;  // as ProjectImpl rounds its chunks
+  int64_t chunk = (rows + kChunksPerWorker * threads - 1) / (kChunksPerWorker * threads);
+  chunk = std::max<int64_t>(rows_unit, (chunk + rows_unit - 1) / rows_unit * rows_unit);
+  auto call = [&] {
+    if (threads == 1) return fn(x, pr, prt, out, bad.data(), 0, rows, n, rp, true, false, true);
+    std::atomic<int64_t> next{0};
+    auto work = [&](int t) {
+      for (int64_t r0; (r0 = next.fetch_add(chunk)) < rows;)
+        fn(x, thread_r[t], thread_rt[t], out, bad.data(), r0, std::min(rows, r0 + chunk), n,
+           rp, true, false, true);
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+    work(0);
+    for (auto& th : pool) th.join();
+  };
   // Warm up for a while, not for a number of calls: a core that was idle runs the first
   // ~0.1 s of calls slower (docs/results/performance.md, ninth session).
   for (const auto t0 = Clock::now(); Seconds(t0) < kWarmupSeconds;) call();
@@ -159,12 +197,15 @@ int main(int argc, char** argv) {
 
   double best = 0;
   for (int i = 0; i < 3; ++i) best = std::max(best, peak());
+  best *= threads;  // one core's register-only rate, on every thread
   const double vfma = 2.0 * rows * n * rp / lanes;
   std::printf("{\"isa\": \"%s\", \"rows\": %lld, \"n\": %lld, \"cols\": %lld, \"reps\": %d, "
+              "\"threads\": %d, \"basis\": \"%s\", "
               "\"kernel_ms\": %.4f, \"kernel_vfma_per_s\": %.4e, \"peak_vfma_per_s\": %.4e, "
               "\"fraction_of_peak\": %.4f, \"err\": %.4f}\n",
               isa.c_str(), static_cast<long long>(rows), static_cast<long long>(n),
-              static_cast<long long>(rp), reps, median * 1e3, vfma / median, best,
+              static_cast<long long>(rp), reps, threads,
+              threads > 1 ? basis_mode.c_str() : "-", median * 1e3, vfma / median, best,
               vfma / median / best, err / unit_err);
   return 0;
 }

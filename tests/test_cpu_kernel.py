@@ -1007,16 +1007,20 @@ def test_bench_cpu_isa_script_runs_every_path_and_restores_the_level(capsys):
 @pytest.mark.skipif(not X86_AVX2, reason="the harness times the AVX2 and AVX-512 bodies")
 def test_kernel_peak_harness_checks_every_body_the_cpu_has(capsys):
     mod = load_script(SCRIPTS / "bench_kernel_peak.py")
-    # 7 rows: a 6-row tile and a 1-row one; n = 130 = 8 x 16 + 2: a masked tail in both bodies
-    assert mod.main(["--shapes", "30x784x32", "7x130x16", "--repeats", "2"]) == 0
+    # 7 rows: a 6-row tile and a 1-row one; n = 130 = 8 x 16 + 2: a masked tail in both
+    # bodies.  --threads 2: each body also on two threads (30 rows: chunks of 24 and 6, or
+    # one AMX block), with one basis shared and with a copy each.
+    assert mod.main(["--shapes", "30x784x32", "7x130x16", "--repeats", "2",
+                     "--threads", "2"]) == 0
     out = capsys.readouterr().out
-    rows = re.findall(r"^\| (avx2|avx512|amx) \| (\S+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| "
-                      r"(\d+)% \| ([\d.]+) \|$", out, re.M)
+    rows = re.findall(r"^\| (avx2|avx512|amx) \| (\S+) \| (\d) \| (-|shared|copy) \| "
+                      r"[\d.]+ \| [\d.]+ \| [\d.]+ \| (\d+)% \| ([\d.]+) \|$", out, re.M)
     isas = ["avx2"] + (["avx512"] if _cpu_has("avx512f") else [])
     isas += ["amx"] if _amx_usable() else []
-    assert [(isa, shape) for isa, shape, _, _ in rows] == [
-        (isa, shape) for shape in ("30x784x32", "7x130x16") for isa in isas], out
-    for _, _, pct, err in rows:
-        assert int(pct) > 0 and 0 < float(err) <= 1.5, out
+    assert [r[:4] for r in rows] == [
+        (isa, shape, t, b) for shape in ("30x784x32", "7x130x16") for isa in isas
+        for t, b in (("1", "-"), ("2", "shared"), ("2", "copy"))], out
+    for _, _, threads, _, pct, err in rows:  # two threads on a few rows: mostly the spawn
+        assert (int(pct) > 0 or threads == "2") and 0 < float(err) <= 1.5, out
     with pytest.raises(SystemExit):  # COLS must suit both bodies' vector widths
         mod.main(["--shapes", "30x784x24"])
