@@ -489,13 +489,13 @@ struct AmxBasis {
   }
 };
 
-// A packed basis as one block of floats: the workers after the first read their own copy.
-// Two cores reading one copy each ran their row loop ~1.5x slower than alone (2 vCPUs,
-// (60000, 784) onto 112 columns: 60000 rows in 180-210 ms on two threads, 115-126 ms with a
-// copy per thread, 230-245 ms on one; docs/results/performance.md, fourteenth session).  The
-// copy (up to kPackCacheFloats, ~0.1 ms for 700 KB) lives in a buffer the worker thread keeps
-// for its next call; a worker makes it only once it has claimed a chunk, so a late task of an
-// earlier call never writes it while a chunk of that call still reads it.
+// A packed basis as one block of floats: the workers after the first read their own copy,
+// since two cores reading one copy each ran their row loop ~1.5x slower than alone
+// (docs/results/performance.md, fourteenth session; scripts/bench_kernel_peak.py
+// --threads 2).  The copy (up to kPackCacheFloats; ~0.1 ms for 700 KB) lives in a buffer
+// the worker thread keeps for its next call; a worker makes it only once it has claimed a
+// chunk, so a late task of an earlier call never writes it while a chunk of that call still
+// reads it.
 struct SharedBasis {
   const float* block = nullptr;  // r; the copy replaces r and rt (rt - r floats after it)
   int64_t floats = 0;            // 0: every worker reads r and rt as given
