@@ -147,8 +147,7 @@ int main(int argc, char** argv) {
   std::vector<const float*> thread_r(threads, pr), thread_rt(threads, prt);
   for (size_t t = 0; t < copies.size(); ++t) {
     copies[t].resize(block + 16);
-    float* d = reinterpret_cast<float*>(
-        (reinterpret_cast<uintptr_t>(copies[t].data()) + 63) & ~uintptr_t{63});
+    float* d = Align64(copies[t].data());
     std::memcpy(d, pr, static_cast<size_t>(block) * sizeof(float));
     thread_r[t + 1] = d;
     thread_rt[t + 1] = d + (prt - pr);

@@ -270,6 +270,12 @@ void StoreFence() {}
 
 namespace {
 
+// p rounded up to a 64-byte boundary, a cache line (the buffers keep 64 bytes spare).
+template <class T>
+T* Align64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
 std::atomic<int> g_isa_cap{3};  // nsjax_project_cap_isa: test the AVX2/AVX-512 paths
 
 // Whether wide bases take the AMX kernel where the CPU has it: only when asked for
@@ -421,8 +427,7 @@ struct PackedBasis {
     const int64_t need = bases * (r_size + rt_size) + 16;
     std::vector<float>& buf = need <= kPackCacheFloats ? cache : own;
     if (static_cast<int64_t>(buf.size()) < need) buf.resize(need);
-    r = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) &
-                                 ~uintptr_t{63});
+    r = Align64(buf.data());
     rt = r + bases * r_size;
     const int64_t panel = nv * w;
     for (int64_t b = 0; b < bases; ++b) {
@@ -476,8 +481,7 @@ struct AmxBasis {
     const int64_t t2 = (rp + amx::kK - 1) / amx::kK * ((n + amx::kT - 1) / amx::kT);
     const int64_t s1 = amx::kPieces * t1 * amx::kTileBf16, s2 = amx::kPieces * t2 * amx::kTileBf16;
     own.assign(bases * (s1 + s2) + 64, uint16_t{0});
-    auto* base = reinterpret_cast<uint16_t*>(
-        (reinterpret_cast<uintptr_t>(own.data()) + 63) & ~uintptr_t{63});
+    uint16_t* base = Align64(own.data());
     for (int64_t b = 0; b < bases; ++b) {
       Pack(r_in + b * n * rp, n, rp, base + b * s1);
       Pack(rt_in + b * n * rp, rp, n, base + bases * s1 + b * s2);
@@ -512,8 +516,7 @@ struct SharedBasis {
     if (floats == 0) return;
     static thread_local std::vector<float> copy;
     if (static_cast<int64_t>(copy.size()) < floats + 16) copy.resize(floats + 16);
-    float* d = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(copy.data()) + 63) &
-                                        ~uintptr_t{63});
+    float* d = Align64(copy.data());
     std::memcpy(d, block, static_cast<size_t>(floats) * sizeof(float));
     rt = d + (rt - r);
     r = d;
@@ -718,8 +721,7 @@ struct PatchJob {
     for (int64_t c; (c = next.fetch_add(1)) < total;) {
       if (!caller && finished == 0) shared_basis.Copy(wr, wrt);
       if (buf.empty()) buf.resize(2 * 16 * n + 32);  // two tiles of <= 16 rows, + alignment
-      float* xt = reinterpret_cast<float*>(
-          (reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
+      float* xt = Align64(buf.data());
       const int64_t r0 = c * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
       // the images whose patches all lie in [r0, r1): no other worker writes them
       const int64_t i0 = (r0 + geom.per_image - 1) / geom.per_image, i1 = r1 / geom.per_image;
