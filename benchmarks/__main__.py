@@ -11,7 +11,7 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
-from benchmarks._env import reexec_if_needed, want_hugepages
+from benchmarks._env import ISA_ENV, reexec_if_needed, want_hugepages
 from benchmarks._plan import GROUPS
 
 
@@ -40,6 +40,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    "what users get (see README)")
     p.add_argument("--openblas-thread-timeout", type=int, default=None, metavar="N",
                    help="opt-in: re-run with OPENBLAS_THREAD_TIMEOUT=N (default: unset)")
+    p.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                   help="opt-in: re-run with nsjax, OpenBLAS and XLA all kept to this "
+                   "instruction set (emulates an AVX2-only CPU on a newer one; labelled)")
     p.add_argument("--blas-threads", type=int, default=None, metavar="N",
                    help="fix NumPy's/SciPy's OpenBLAS threads for the whole run (default: "
                    "each baseline gets the faster of the default count and 1; see README)")
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     reexec_if_needed("benchmarks", argv, hugepages=want_hugepages(args.hugepages),
-                     devices=args.devices, openblas_timeout=args.openblas_thread_timeout)
+                     devices=args.devices, openblas_timeout=args.openblas_thread_timeout,
+                     isa=args.isa)
     if args.blas_threads:
         from benchmarks._env import blas_threads
 

@@ -19,6 +19,12 @@ in the same process (``os.execve`` keeps the PID):
   needed by default either: the timing loop lets OpenBLAS's spinning workers go idle after
   each NumPy/SciPy sample (``SETTLE_S``) instead, so each variant is timed as if it ran
   alone.
+* ``--isa avx2`` (default: unset, every library takes the best the CPU has): an AVX2-only
+  CPU emulated on a newer one, for all contenders at once: ``NSJAX_CPU_KERNEL=avx2``
+  (nsjax's AVX2 body), ``OPENBLAS_CORETYPE=Haswell`` (NumPy's and SciPy's OpenBLAS on its
+  AVX2 kernels) and ``XLA_FLAGS=--xla_cpu_max_isa=AVX2`` (XLA's code).  Capping nsjax alone
+  would race its AVX2 body against AVX-512 baselines, which no AVX2-only machine runs.  The
+  instruction sets only: the cores, caches and memory stay this machine's.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ REEXEC_MARK = "NSJAX_BENCH_REEXEC"
 # opt-in OPENBLAS_THREAD_TIMEOUT already makes idle workers sleep at once.
 SETTLE_S = 0.15
 HUGETLB = "glibc.malloc.hugetlb=1"
+# --isa LEVEL: what each library is told (environment, XLA flag) to stay within that level
+ISA_ENV = {"avx2": {"NSJAX_CPU_KERNEL": "avx2", "OPENBLAS_CORETYPE": "Haswell"}}
+ISA_XLA_FLAG = {"avx2": "--xla_cpu_max_isa=AVX2"}
+# settings that choose instruction sets: a process with any of them is not plain
+_ISA_VARS = ("NSJAX_CPU_KERNEL", "OPENBLAS_CORETYPE")
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -79,14 +90,20 @@ def process_label() -> str:
         opt.append(f"GLIBC_TUNABLES={HUGETLB}")
     if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
         opt.append(f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}")
-    if not opt:
+    isa = [f"{k}={os.environ[k]}" for k in _ISA_VARS
+           if os.environ.get(k, "1").strip().lower() not in ("", "1")]
+    isa += [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_cpu_max_isa" in f]
+    parts = (["tuned process (" + ", ".join(opt) + ")"] if opt else []) + (
+        ["instruction sets chosen (" + ", ".join(isa) + ")"] if isa else [])
+    if not parts:
         return "plain process"
-    return "OPT-IN tuned process (" + ", ".join(opt) + "), not what a user's process gets"
+    return "OPT-IN " + "; ".join(parts) + ", not what a user's process gets"
 
 
 def reexec_if_needed(module: str, argv: list[str], *, hugepages: bool, devices: int | None,
-                     openblas_timeout: int | None = None):
-    """Re-run ``python -m module argv`` with the opt-in allocator/BLAS/device settings, once.
+                     openblas_timeout: int | None = None, isa: str | None = None):
+    """Re-run ``python -m module argv`` with the opt-in allocator/BLAS/device/ISA settings,
+    once.
 
     Does nothing when nothing is asked for (the default: a plain process), when the
     settings are already in place or when this process is the re-executed one.  Must be
@@ -104,11 +121,20 @@ def reexec_if_needed(module: str, argv: list[str], *, hugepages: bool, devices: 
         tun = env.get("GLIBC_TUNABLES", "")
         env["GLIBC_TUNABLES"] = f"{tun}:{HUGETLB}" if tun else HUGETLB
         change = True
-    if devices and devices > 1:
-        flag = f"--xla_force_host_platform_device_count={devices}"
-        if flag not in env.get("XLA_FLAGS", ""):
+    flags = [f"--xla_force_host_platform_device_count={devices}"] if devices and devices > 1 \
+        else []
+    if isa is not None:
+        if isa not in ISA_ENV:
+            raise ValueError(f"--isa: expected one of {sorted(ISA_ENV)}, got {isa!r}")
+        for k, v in ISA_ENV[isa].items():
+            if env.get(k) != v:
+                env[k] = v
+                change = True
+        flags.append(ISA_XLA_FLAG[isa])
+    for flag in flags:
+        if flag not in env.get("XLA_FLAGS", "").split():
             if "jax" in sys.modules:
-                raise RuntimeError("--devices must be handled before jax is imported")
+                raise RuntimeError("--devices and --isa must be handled before jax is imported")
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
             change = True
     if not change:
@@ -148,6 +174,13 @@ def openblas_libs():
     from nsjax import blas
 
     return blas.openblas_libs()
+
+
+def openblas_cores() -> dict[str, str]:
+    """The CPU kernels each loaded OpenBLAS runs: :func:`nsjax.blas.openblas_cores`."""
+    from nsjax import blas
+
+    return blas.openblas_cores()
 
 
 def blas_threads(set_to: int | None = None) -> dict[str, int]:
@@ -218,6 +251,8 @@ def describe(dtypes: list[str], precision: str) -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "blas_threads": blas_threads(),
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "openblas_cores": openblas_cores(),
         "hostname": platform.node(),
         "os": platform.platform(),
     }

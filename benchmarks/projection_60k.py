@@ -24,7 +24,7 @@ import sys
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._env import reexec_if_needed, want_hugepages  # noqa: E402
+from benchmarks._env import ISA_ENV, reexec_if_needed, want_hugepages  # noqa: E402
 from benchmarks._plan import GEMM_SIZE  # noqa: E402
 
 LABELS = {
@@ -175,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
                    "variant beside it (labelled; never the headline)")
     p.add_argument("--openblas-thread-timeout", type=int, default=None, metavar="N",
                    help="opt-in: re-run with OPENBLAS_THREAD_TIMEOUT=N (default: unset)")
+    p.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                   help="opt-in: re-run with nsjax, OpenBLAS and XLA all kept to this "
+                   "instruction set (emulates an AVX2-only CPU on a newer one; labelled)")
     p.add_argument("--blas-threads", type=int, default=None,
                    help="set NumPy's/SciPy's OpenBLAS threads (default: leave as is)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     reexec_if_needed("benchmarks.projection_60k", argv,
                      hugepages=want_hugepages(args.hugepages), devices=None,
-                     openblas_timeout=args.openblas_thread_timeout)
+                     openblas_timeout=args.openblas_thread_timeout, isa=args.isa)
     if args.blas_threads:
         from benchmarks._env import blas_threads
 

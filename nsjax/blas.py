@@ -28,8 +28,8 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 
-__all__ = ["openblas_libs", "openblas_threads", "set_openblas_threads", "limit_blas_threads",
-           "free_cpus", "lapack_threads", "SINGLE_THREAD_WORK"]
+__all__ = ["openblas_libs", "openblas_threads", "openblas_cores", "set_openblas_threads",
+           "limit_blas_threads", "free_cpus", "lapack_threads", "SINGLE_THREAD_WORK"]
 
 _Getter = Callable[[], int]
 _Setter = Callable[[int], None]
@@ -46,32 +46,53 @@ def _loaded_openblas_paths() -> list[str]:
     return sorted(paths)
 
 
+def _openblas_symbol(lib: ctypes.CDLL, name: str):
+    """``lib``'s function ``name`` under any of OpenBLAS's symbol spellings, or None."""
+    for prefix in ("scipy_openblas", "openblas"):
+        for suffix in ("64_", ""):
+            fn = getattr(lib, f"{prefix}_{name}{suffix}", None)
+            if fn is not None:
+                return fn
+    return None
+
+
+def _loaded_openblas() -> Iterator[tuple[str, ctypes.CDLL]]:
+    import numpy  # noqa: F401  (load both BLAS builds before looking)
+    import scipy.linalg  # noqa: F401
+
+    for path in _loaded_openblas_paths():
+        try:
+            yield os.path.basename(path), ctypes.CDLL(path)
+        except OSError:
+            continue
+
+
 def openblas_libs() -> dict[str, tuple[_Getter, _Setter]]:
     """``{library file name: (get_num_threads, set_num_threads)}`` of every loaded OpenBLAS.
 
     Loads NumPy and SciPy's LAPACK first, so that both builds are found.  Empty where
     ``/proc/self/maps`` is unavailable or no OpenBLAS is loaded.
     """
-    import numpy  # noqa: F401  (load both BLAS builds before looking)
-    import scipy.linalg  # noqa: F401
-
     libs: dict[str, tuple[_Getter, _Setter]] = {}
-    for path in _loaded_openblas_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and put is not None:
-                    get.restype = ctypes.c_int
-                    libs[os.path.basename(path)] = (get, put)
-                    break
-            if os.path.basename(path) in libs:
-                break
+    for name, lib in _loaded_openblas():
+        get = _openblas_symbol(lib, "get_num_threads")
+        put = _openblas_symbol(lib, "set_num_threads")
+        if get is not None and put is not None:
+            get.restype = ctypes.c_int
+            libs[name] = (get, put)
     return libs
+
+
+def openblas_cores() -> dict[str, str]:
+    """``{library file name: core}``: the CPU kernels each loaded OpenBLAS runs (its
+    ``get_corename``, e.g. ``"Haswell"``, ``"SkylakeX"``; ``OPENBLAS_CORETYPE`` sets it)."""
+    cores = {}
+    for name, lib in _loaded_openblas():
+        fn = _openblas_symbol(lib, "get_corename")
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            cores[name] = (fn() or b"").decode(errors="replace")
+    return cores
 
 
 def openblas_threads() -> dict[str, int]:

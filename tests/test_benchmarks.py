@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import nsjax
+from nsjax import _cpu_kernel as K
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -158,10 +159,18 @@ def test_markdown_has_every_section(quick):
     assert "quick mode" in md
 
 
-def test_devices_mode_reexecs_with_host_devices(tmp_path):
-    _, doc = _run(["--quick", "--devices", "4", "--no-plots"], tmp_path)
-    assert doc["env"]["device_count"] == 4
-    assert "xla_force_host_platform_device_count=4" in doc["env"]["xla_flags"]
+def test_devices_and_isa_opt_ins_reexec_with_their_settings(tmp_path):
+    # one re-executed run for both opt-ins: N host devices, and every library on AVX2
+    _, doc = _run(["--quick", "--devices", "4", "--isa", "avx2", "--no-plots"], tmp_path)
+    env = doc["env"]
+    assert env["device_count"] == 4
+    assert env["xla_flags"].split() == ["--xla_force_host_platform_device_count=4",
+                                        "--xla_cpu_max_isa=AVX2"]
+    assert env["process"].startswith("OPT-IN instruction sets chosen (NSJAX_CPU_KERNEL=avx2, "
+                                     "OPENBLAS_CORETYPE=Haswell, --xla_cpu_max_isa=AVX2)")
+    assert env["openblas_cores"] and set(env["openblas_cores"].values()) == {"Haswell"}
+    if K.available():
+        assert env["cpu_kernel"].startswith("fused CPU kernel: avx2+"), env["cpu_kernel"]
     (c,) = doc["cases"]
     assert c["group"] == "devices" and c["status"] == "ok"
     assert c["correct"]["sharding_kept"] and c["correct"]["output_devices"] == 4
@@ -248,8 +257,19 @@ def test_reexec_only_on_request(monkeypatch):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
     assert _env.process_label() == "plain process" and _env.blas_settle_s() > 0
+    for var in _env._ISA_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert _env.process_label() == "plain process" and _env.blas_settle_s() > 0
     monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
-    assert "OPT-IN" in _env.process_label() and _env.blas_settle_s() == 0
+    assert "OPT-IN tuned process" in _env.process_label() and _env.blas_settle_s() == 0
+    # an instruction set chosen by hand is no plain process either
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT")
+    monkeypatch.setenv("NSJAX_CPU_KERNEL", "avx2")
+    assert _env.process_label() == ("OPT-IN instruction sets chosen (NSJAX_CPU_KERNEL=avx2), "
+                                    "not what a user's process gets")
+    with pytest.raises(ValueError, match="--isa: expected one of"):
+        _env.reexec_if_needed("benchmarks", [], hugepages=False, devices=None, isa="sse2")
 
 
 def _case(skip=("paper",)):

@@ -386,6 +386,8 @@ def test_lapack_threads_caps_and_restores(monkeypatch):
     from nsjax import blas
 
     before = blas.openblas_threads()
+    cores = blas.openblas_cores()  # each library found, and the kernels it runs
+    assert set(cores) == set(before) and all(cores.values()), cores
     monkeypatch.setattr(blas, "free_cpus", lambda: 1)
     with blas.lapack_threads():
         assert all(v == 1 for v in blas.openblas_threads().values())
