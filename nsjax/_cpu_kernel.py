@@ -223,11 +223,12 @@ def amx_probe() -> dict | None:
 
 
 def info() -> str:
-    """One line on the kernel: its instruction set and library, or why it is not in use."""
+    """One line on the kernel: its instruction set and library, or why it is not in use;
+    and the AMX tiles' speed where the CPU has them and ``NSJAX_CPU_KERNEL`` allows them."""
     ok, why = _load()
     if not ok:
         return f"fused CPU kernel not in use: {why}"
-    probe = amx_probe()
+    probe = amx_probe() if _allowed_level() >= _ISA_LEVELS["amx"] else None
     if probe is not None:
         why += (f"; AMX tiles at {probe['ratio']:.2f}x the FMA peak now (from "
                 f"{probe['min_ratio']:g}x they pay): "

@@ -62,9 +62,10 @@ def _loaded_openblas() -> Iterator[tuple[str, ctypes.CDLL]]:
 
     for path in _loaded_openblas_paths():
         try:
-            yield os.path.basename(path), ctypes.CDLL(path)
+            lib = ctypes.CDLL(path)
         except OSError:
             continue
+        yield os.path.basename(path), lib
 
 
 def openblas_libs() -> dict[str, tuple[_Getter, _Setter]]:
