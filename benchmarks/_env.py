@@ -24,7 +24,8 @@ in the same process (``os.execve`` keeps the PID):
   (nsjax's AVX2 body), ``OPENBLAS_CORETYPE=Haswell`` (NumPy's and SciPy's OpenBLAS on its
   AVX2 kernels) and ``XLA_FLAGS=--xla_cpu_max_isa=AVX2`` (XLA's code).  Capping nsjax alone
   would race its AVX2 body against AVX-512 baselines, which no AVX2-only machine runs.  The
-  instruction sets only: the cores, caches and memory stay this machine's.
+  instruction sets only: the cores, caches and memory stay this machine's.  Only on an
+  x86-64 CPU with AVX2+FMA (elsewhere it stops with the reason).
 """
 
 from __future__ import annotations
@@ -48,6 +49,29 @@ ISA_XLA_FLAG = {"avx2": "--xla_cpu_max_isa=AVX2"}
 # settings that choose instruction sets: a process with any of them is not plain
 _ISA_VARS = ("NSJAX_CPU_KERNEL", "OPENBLAS_CORETYPE")
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux; empty elsewhere)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def isa_problem(isa: str, machine: str, flags: set[str]) -> str | None:
+    """Why ``--isa isa`` cannot emulate that instruction set on this CPU (``machine`` as
+    ``platform.machine()`` names it, ``flags`` from ``/proc/cpuinfo``), or None if it can."""
+    if isa not in ISA_ENV:
+        return f"--isa: expected one of {sorted(ISA_ENV)}, got {isa!r}"
+    if machine not in ("x86_64", "AMD64"):
+        return f"--isa {isa} caps x86-64 code; this machine is {machine}"
+    if not {"avx2", "fma"} <= flags:
+        return f"--isa {isa}: this CPU has no AVX2+FMA, so there is nothing to cap down to"
+    return None
 
 
 def thp_mode() -> str | None:
@@ -124,8 +148,9 @@ def reexec_if_needed(module: str, argv: list[str], *, hugepages: bool, devices: 
     flags = [f"--xla_force_host_platform_device_count={devices}"] if devices and devices > 1 \
         else []
     if isa is not None:
-        if isa not in ISA_ENV:
-            raise ValueError(f"--isa: expected one of {sorted(ISA_ENV)}, got {isa!r}")
+        problem = isa_problem(isa, platform.machine(), _cpu_flags())
+        if problem:
+            raise SystemExit(problem)
         for k, v in ISA_ENV[isa].items():
             if env.get(k) != v:
                 env[k] = v

@@ -269,8 +269,18 @@ def test_reexec_only_on_request(monkeypatch):
     monkeypatch.setenv("NSJAX_CPU_KERNEL", "avx2")
     assert _env.process_label() == ("OPT-IN instruction sets chosen (NSJAX_CPU_KERNEL=avx2), "
                                     "not what a user's process gets")
-    with pytest.raises(ValueError, match="--isa: expected one of"):
+    with pytest.raises(SystemExit, match="--isa: expected one of"):
         _env.reexec_if_needed("benchmarks", [], hugepages=False, devices=None, isa="sse2")
+
+
+def test_isa_emulation_only_caps_an_x86_cpu_that_has_the_level():
+    from benchmarks import _env
+
+    flags = {"sse4_2", "avx", "avx2", "fma", "avx512f"}
+    assert _env.isa_problem("avx2", "x86_64", flags) is None
+    assert "this machine is aarch64" in _env.isa_problem("avx2", "aarch64", set())
+    assert "no AVX2+FMA" in _env.isa_problem("avx2", "x86_64", {"sse4_2", "avx"})
+    assert "expected one of ['avx2']" in _env.isa_problem("avx512", "x86_64", flags)
 
 
 def _case(skip=("paper",)):
