@@ -114,8 +114,8 @@ def process_label() -> str:
         opt.append(f"GLIBC_TUNABLES={HUGETLB}")
     if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
         opt.append(f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}")
-    isa = [f"{k}={os.environ[k]}" for k in _ISA_VARS
-           if os.environ.get(k, "1").strip().lower() not in ("", "1")]
+    isa = [f"{k}={os.environ[k]}" for k in _ISA_VARS  # (NSJAX_CPU_KERNEL's default spellings)
+           if os.environ.get(k, "1").strip().lower() not in ("", "1", "on", "true", "yes")]
     isa += [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_cpu_max_isa" in f]
     parts = (["tuned process (" + ", ".join(opt) + ")"] if opt else []) + (
         ["instruction sets chosen (" + ", ".join(isa) + ")"] if isa else [])
