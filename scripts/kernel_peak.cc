@@ -140,21 +140,16 @@ int main(int argc, char** argv) {
     pr = packed->r, prt = packed->rt;
   }
 
-  // one copy of the packed block (r, then rt) per extra thread, as SharedBasis::Copy makes
+  // one copy of the packed block (r, then rt) per extra thread, made as the kernel's workers
+  // make theirs (SharedBasis::CopyBlock), once, before timing: these threads start anew for
+  // each call
   const int64_t block = isa == "amx" ? tiles->b1_size + tiles->b2_size
                                      : n * rp + packed->rt_size;
-  std::vector<std::vector<float>> copies(basis_mode == "copy" ? threads - 1 : 0);
+  std::vector<std::vector<float>> copies(threads);
   std::vector<const float*> thread_r(threads, pr), thread_rt(threads, prt);
-  for (size_t t = 0; t < copies.size(); ++t) {
-    copies[t].resize(block + 16);
-    float* d = Align64(copies[t].data());
-    std::memcpy(d, pr, static_cast<size_t>(block) * sizeof(float));
-    thread_r[t + 1] = d;
-    thread_rt[t + 1] = d + (prt - pr);
-  }
-  const int64_t rows_unit = isa == "amx" ? amx::kMB : 24;  // as ProjectImpl rounds its chunks
-  int64_t chunk = (rows + kChunksPerWorker * threads - 1) / (kChunksPerWorker * threads);
-  chunk = std::max<int64_t>(rows_unit, (chunk + rows_unit - 1) / rows_unit * rows_unit);
+  for (int t = 1; t < threads && basis_mode == "copy"; ++t)
+    SharedBasis::CopyBlock(pr, block, copies[t], thread_r[t], thread_rt[t]);
+  const int64_t chunk = ChunkRows(rows, threads, isa == "amx" ? amx::kMB : 24);  // as ProjectImpl
   auto call = [&] {
     if (threads == 1) return fn(x, pr, prt, out, bad.data(), 0, rows, n, rp, true, false, true);
     std::atomic<int64_t> next{0};

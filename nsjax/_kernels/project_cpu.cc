@@ -511,12 +511,18 @@ struct SharedBasis {
       floats = total_floats;
     }
   }
-  // r and rt for a worker that is not the caller.
+  // r and rt for a worker that is not the caller: a copy in the thread's own buffer.
   void Copy(const float*& r, const float*& rt) const {
     if (floats == 0) return;
     static thread_local std::vector<float> copy;
-    if (static_cast<int64_t>(copy.size()) < floats + 16) copy.resize(floats + 16);
-    float* d = Align64(copy.data());
+    CopyBlock(block, floats, copy, r, rt);
+  }
+  // ``floats`` floats from ``block`` (= r) into ``buf`` (grown as needed, 64-byte aligned);
+  // r and rt moved onto the copy.
+  static void CopyBlock(const float* block, int64_t floats, std::vector<float>& buf,
+                        const float*& r, const float*& rt) {
+    if (static_cast<int64_t>(buf.size()) < floats + 16) buf.resize(floats + 16);
+    float* d = Align64(buf.data());
     std::memcpy(d, block, static_cast<size_t>(floats) * sizeof(float));
     rt = d + (rt - r);
     r = d;
@@ -528,6 +534,13 @@ struct SharedBasis {
 // back the call is the rest of one chunk: small chunks bound that wait, and each costs
 // only an atomic increment.
 constexpr int64_t kChunksPerWorker = 16;
+
+// Rows per chunk for ``rows`` rows on ``workers`` threads: ~kChunksPerWorker chunks per
+// worker, each a whole number of ``unit`` rows.
+int64_t ChunkRows(int64_t rows, int64_t workers, int64_t unit) {
+  const int64_t chunk = (rows + kChunksPerWorker * workers - 1) / (kChunksPerWorker * workers);
+  return std::max<int64_t>(unit, (chunk + unit - 1) / unit * unit);
+}
 
 // Work shared by the calling thread and the tasks it schedules on XLA's intra-op pool.
 // Chunks are claimed with an atomic counter, so the caller only ever waits for chunks a
@@ -674,12 +687,9 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const double flops = 4.0 * slabs * m * n * rp;
   const int64_t workers = flops < 4e6 ? 1 : threads;  // below ~20 us, scheduling costs more
-  // ~kChunksPerWorker chunks per worker, each a multiple of 24 rows (whole MR-row tiles of
-  // both FMA bodies) or, for the AMX kernel, of its 32-row blocks
-  int64_t chunk = (slabs * m + kChunksPerWorker * workers - 1) / (kChunksPerWorker * workers);
-  const int64_t unit = amx ? amx::kMB : 24;
-  chunk = std::max<int64_t>(unit, (chunk + unit - 1) / unit * unit);
-  job->chunk_rows = std::min(chunk, job->m);
+  // chunks of whole MR-row tiles of both FMA bodies (24 rows) or, for the AMX kernel, of
+  // its 32-row blocks
+  job->chunk_rows = std::min(ChunkRows(slabs * m, workers, amx ? amx::kMB : 24), job->m);
   job->chunks_per_slab = (job->m + job->chunk_rows - 1) / job->chunk_rows;
   job->total = job->chunks_per_slab * groups;
 
@@ -775,9 +785,7 @@ ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (job->out != job->x) job->advice.Init(job->out, bytes);
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t workers = 4.0 * rows * n * rp < 4e6 ? 1 : threads;
-  int64_t chunk = (rows + kChunksPerWorker * workers - 1) / (kChunksPerWorker * workers);
-  chunk = std::max<int64_t>(48, (chunk + 47) / 48 * 48);
-  job->chunk_rows = std::min(chunk, rows);
+  job->chunk_rows = std::min(ChunkRows(rows, workers, 48), rows);
   job->total = (rows + job->chunk_rows - 1) / job->chunk_rows;
   job->shared_basis.Init(job->basis->r, job->basis->rt, n * rp + job->basis->rt_size,
                          std::min(workers, job->total));
