@@ -51,15 +51,20 @@ _ISA_VARS = ("NSJAX_CPU_KERNEL", "OPENBLAS_CORETYPE")
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
-def _cpu_flags() -> set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux; empty elsewhere)."""
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line's value in ``/proc/cpuinfo`` (Linux), else None."""
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux; empty elsewhere)."""
+    return set((_cpuinfo("flags") or "").split())
 
 
 def isa_problem(isa: str, machine: str, flags: set[str]) -> str | None:
@@ -114,8 +119,10 @@ def process_label() -> str:
         opt.append(f"GLIBC_TUNABLES={HUGETLB}")
     if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
         opt.append(f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}")
-    isa = [f"{k}={os.environ[k]}" for k in _ISA_VARS  # (NSJAX_CPU_KERNEL's default spellings)
-           if os.environ.get(k, "1").strip().lower() not in ("", "1", "on", "true", "yes")]
+    from nsjax._cpu_kernel import DEFAULT_MODES  # (imports jax: called after any re-exec)
+
+    isa = [f"{k}={os.environ[k]}" for k in _ISA_VARS
+           if os.environ.get(k, "1").strip().lower() not in DEFAULT_MODES]
     isa += [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_cpu_max_isa" in f]
     parts = (["tuned process (" + ", ".join(opt) + ")"] if opt else []) + (
         ["instruction sets chosen (" + ", ".join(isa) + ")"] if isa else [])
@@ -173,13 +180,7 @@ def reexec_if_needed(module: str, argv: list[str], *, hugepages: bool, devices: 
 
 
 def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def mem_available_bytes() -> int | None:

@@ -69,6 +69,7 @@ HIGHEST = lax.Precision.HIGHEST
 _ISA_NAMES = {0: "none", 1: "avx2+fma", 2: "avx512f", 3: "avx512f+amx-bf16"}
 _ISA_LEVELS = {"avx2": 1, "avx512": 2, "amx": 3}
 _ENV_CAPS = ("avx2", "avx512", "amx")  # NSJAX_CPU_KERNEL values that set the instruction set
+DEFAULT_MODES = ("", "1", "true", "on", "yes")  # NSJAX_CPU_KERNEL values meaning the default
 
 
 def _env_mode() -> str:
@@ -95,7 +96,7 @@ def _load() -> tuple[bool, str]:
     mode = _env_mode()
     if mode in ("0", "false", "off", "no"):
         return False, "switched off by NSJAX_CPU_KERNEL"
-    if mode not in ("", "1", "true", "on", "yes", *_ENV_CAPS):
+    if mode not in (*DEFAULT_MODES, *_ENV_CAPS):
         raise ValueError(f"NSJAX_CPU_KERNEL={mode!r}: expected 0 (off), 1 (on, the default), "
                          "avx2 (on, AVX2 code only), avx512 (on, no AMX) or amx (on, AMX "
                          "tiles for wide bases)")
