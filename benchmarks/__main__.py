@@ -11,7 +11,7 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
-from benchmarks._env import ISA_ENV, reexec_if_needed, want_hugepages
+from benchmarks._env import add_process_options, apply_process_options
 from benchmarks._plan import GROUPS
 
 
@@ -34,18 +34,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--devices", type=int, default=None, metavar="N",
                    help="re-run with N host (CPU) devices via XLA_FLAGS and benchmark 1 vs N "
                    "devices (alone, unless --only says otherwise)")
-    p.add_argument("--hugepages", choices=("auto", "on", "off"), default="off",
-                   help="opt-in: re-run with glibc's hugetlb malloc tunable (transparent "
-                   "huge pages for all of XLA's buffers); default off: a plain process, "
-                   "what users get (see README)")
-    p.add_argument("--openblas-thread-timeout", type=int, default=None, metavar="N",
-                   help="opt-in: re-run with OPENBLAS_THREAD_TIMEOUT=N (default: unset)")
-    p.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
-                   help="opt-in: re-run with nsjax, OpenBLAS and XLA all kept to this "
-                   "instruction set (emulates an AVX2-only CPU on a newer one; labelled)")
-    p.add_argument("--blas-threads", type=int, default=None, metavar="N",
-                   help="fix NumPy's/SciPy's OpenBLAS threads for the whole run (default: "
-                   "each baseline gets the faster of the default count and 1; see README)")
+    add_process_options(p)
     p.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
                    help=f"run only these groups: {', '.join(GROUPS)}")
     p.add_argument("--case", choices=("projection-60k",),
@@ -64,13 +53,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
-    reexec_if_needed("benchmarks", argv, hugepages=want_hugepages(args.hugepages),
-                     devices=args.devices, openblas_timeout=args.openblas_thread_timeout,
-                     isa=args.isa)
-    if args.blas_threads:
-        from benchmarks._env import blas_threads
-
-        blas_threads(args.blas_threads)
+    apply_process_options("benchmarks", argv, args, devices=args.devices)
     if args.case == "projection-60k":
         from benchmarks import projection_60k
 

@@ -30,6 +30,7 @@ in the same process (``os.execve`` keeps the PID):
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
@@ -177,6 +178,35 @@ def reexec_if_needed(module: str, argv: list[str], *, hugepages: bool, devices: 
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
+def add_process_options(p: argparse.ArgumentParser) -> None:
+    """Declare the process settings both entry points take (``python -m benchmarks`` and
+    ``python -m benchmarks.projection_60k``): the opt-in re-executions above and
+    ``--blas-threads``.  :func:`apply_process_options` acts on them."""
+    p.add_argument("--hugepages", choices=("auto", "on", "off"), default="off",
+                   help="opt-in: re-run with glibc's hugetlb malloc tunable (transparent "
+                   "huge pages for all of XLA's buffers); default off: a plain process, "
+                   "what users get (see README)")
+    p.add_argument("--openblas-thread-timeout", type=int, default=None, metavar="N",
+                   help="opt-in: re-run with OPENBLAS_THREAD_TIMEOUT=N (default: unset)")
+    p.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                   help="opt-in: re-run with nsjax, OpenBLAS and XLA all kept to this "
+                   "instruction set (emulates an AVX2-only CPU on a newer one; labelled)")
+    p.add_argument("--blas-threads", type=int, default=None, metavar="N",
+                   help="fix NumPy's/SciPy's OpenBLAS threads for the whole run (default: "
+                   "each baseline gets the faster of the default count and 1; see README)")
+
+
+def apply_process_options(module: str, argv: list[str], args: argparse.Namespace, *,
+                          devices: int | None = None) -> None:
+    """Act on :func:`add_process_options`' settings, before ``jax`` is imported: re-execute
+    ``python -m module argv`` once if an opt-in asks for it (:func:`reexec_if_needed`),
+    then fix the OpenBLAS thread count if ``--blas-threads`` gave one."""
+    reexec_if_needed(module, argv, hugepages=want_hugepages(args.hugepages), devices=devices,
+                     openblas_timeout=args.openblas_thread_timeout, isa=args.isa)
+    if args.blas_threads:
+        blas_threads(args.blas_threads)
 
 
 def _cpu_model() -> str:

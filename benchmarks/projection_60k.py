@@ -24,7 +24,7 @@ import sys
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._env import ISA_ENV, reexec_if_needed, want_hugepages  # noqa: E402
+from benchmarks._env import add_process_options, apply_process_options  # noqa: E402
 from benchmarks._plan import GEMM_SIZE  # noqa: E402
 
 LABELS = {
@@ -167,28 +167,13 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=11)
     p.add_argument("--batch", type=int, default=60_000)
-    p.add_argument("--hugepages", choices=("auto", "on", "off"), default="off",
-                   help="opt-in: re-run with glibc's hugetlb malloc tunable (default off: a "
-                   "plain process, what users get)")
     p.add_argument("--also-tuned", action="store_true",
                    help="after the plain-process run, run and print the --hugepages on "
                    "variant beside it (labelled; never the headline)")
-    p.add_argument("--openblas-thread-timeout", type=int, default=None, metavar="N",
-                   help="opt-in: re-run with OPENBLAS_THREAD_TIMEOUT=N (default: unset)")
-    p.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
-                   help="opt-in: re-run with nsjax, OpenBLAS and XLA all kept to this "
-                   "instruction set (emulates an AVX2-only CPU on a newer one; labelled)")
-    p.add_argument("--blas-threads", type=int, default=None,
-                   help="set NumPy's/SciPy's OpenBLAS threads (default: leave as is)")
+    add_process_options(p)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    reexec_if_needed("benchmarks.projection_60k", argv,
-                     hugepages=want_hugepages(args.hugepages), devices=None,
-                     openblas_timeout=args.openblas_thread_timeout, isa=args.isa)
-    if args.blas_threads:
-        from benchmarks._env import blas_threads
-
-        blas_threads(args.blas_threads)
+    apply_process_options("benchmarks.projection_60k", argv, args)
     rc = run_and_print(b=args.batch, repeats=args.repeats, seed=args.seed,
                        best_blas=args.blas_threads is None)
     if args.also_tuned:

@@ -273,6 +273,32 @@ def test_reexec_only_on_request(monkeypatch):
         _env.reexec_if_needed("benchmarks", [], hugepages=False, devices=None, isa="sse2")
 
 
+def test_both_entry_points_take_the_process_options_alike(monkeypatch):
+    from benchmarks import __main__ as bench_main
+    from benchmarks import _env, projection_60k
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def record_threads(n):
+        seen[-1]["blas_threads"] = n
+        raise Stop  # the run itself is not wanted here
+
+    monkeypatch.setattr(_env, "reexec_if_needed", lambda module, argv, **kw: seen.append(
+        {"module": module, "argv": argv, **kw}))
+    monkeypatch.setattr(_env, "blas_threads", record_threads)
+    argv = ["--hugepages", "off", "--openblas-thread-timeout", "4", "--isa", "avx2",
+            "--blas-threads", "1"]
+    for main in (bench_main.main, projection_60k.main):
+        with pytest.raises(Stop):
+            main(argv)
+    assert [s.pop("module") for s in seen] == ["benchmarks", "benchmarks.projection_60k"]
+    assert seen[0] == seen[1] == {"argv": argv, "hugepages": False, "devices": None,
+                                  "openblas_timeout": 4, "isa": "avx2", "blas_threads": 1}
+
+
 def test_isa_emulation_only_caps_an_x86_cpu_that_has_the_level():
     from benchmarks import _env
 
