@@ -542,11 +542,54 @@ int64_t ChunkRows(int64_t rows, int64_t workers, int64_t unit) {
   return std::max<int64_t>(unit, (chunk + unit - 1) / unit * unit);
 }
 
-// Work shared by the calling thread and the tasks it schedules on XLA's intra-op pool.
-// Chunks are claimed with an atomic counter, so the caller only ever waits for chunks a
-// running thread has already claimed: no deadlock however busy the pool is, and a task
-// that starts late finds nothing left and returns.
-struct Job {
+// Work shared by the calling thread and the tasks it schedules on XLA's intra-op pool, in
+// ``total`` chunks.  Chunks are claimed with an atomic counter, so the caller only ever
+// waits for chunks a running thread has already claimed: no deadlock however busy the pool
+// is, and a task that starts late finds nothing left and returns.  Job and PatchJob add
+// what their chunks compute and a Work(bool caller) that claims them (Claim, then Finish).
+struct Chunks {
+  int64_t total = 0;
+  HugePageAdvisor advice;
+  SharedBasis shared_basis;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::mutex mu;
+  std::condition_variable cv;
+
+  // Claims chunks until none is left and calls each(c, r, rt) for chunk c, with r and rt
+  // the caller's basis or, on the other workers, their copy of it (made once the first
+  // chunk is claimed, see SharedBasis); returns how many chunks this worker did.
+  template <class F>
+  int64_t Claim(bool caller, const float* r, const float* rt, F&& each) {
+    int64_t finished = 0;
+    for (int64_t c; (c = next.fetch_add(1)) < total; ++finished) {
+      if (!caller && finished == 0) shared_basis.Copy(r, rt);
+      each(c, r, rt);
+    }
+    return finished;
+  }
+  // Reports a worker's ``finished`` chunks done, waking Run once all are.
+  void Finish(int64_t finished) {
+    if (finished && done.fetch_add(finished) + finished == total) {
+      std::lock_guard<std::mutex> lock(mu);
+      cv.notify_all();
+    }
+  }
+};
+
+// Runs ``job`` (a Job or PatchJob, its chunks set up) on ``workers`` threads: the calling
+// thread and up to workers - 1 pool tasks; returns when every chunk is done.
+template <class J>
+void Run(ffi::ThreadPool& pool, const std::shared_ptr<J>& job, int64_t workers) {
+  for (int64_t t = 1; t < std::min(workers, job->total); ++t)
+    pool.Schedule([job] { job->Work(false); });
+  job->Work(true);
+  std::unique_lock<std::mutex> lock(job->mu);
+  job->cv.wait(lock, [&] { return job->done.load() == job->total; });
+  job->advice.Record();
+}
+
+struct Job : Chunks {
   ProjectRowsFn fn;
   const float *x, *r, *rt;  // R and Rt as given, or packed (then ``basis`` owns them)
   std::unique_ptr<PackedBasis> basis;
@@ -555,32 +598,20 @@ struct Job {
   float* out;
   uint8_t* bad;
   std::vector<int64_t> x_of, basis_of;  // output slab g: x slab x_of[g], basis basis_of[g]
-  int64_t m, n, rp, chunk_rows, chunks_per_slab, total;
+  int64_t m, n, rp, chunk_rows, chunks_per_slab;
   bool null_part, nt;
-  HugePageAdvisor advice;
-  SharedBasis shared_basis;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  std::mutex mu;
-  std::condition_variable cv;
 
   void Work(bool caller) {
-    int64_t finished = 0;
-    const float *wr = r, *wrt = rt;
-    for (int64_t c; (c = next.fetch_add(1)) < total;) {
-      if (!caller && finished == 0) shared_basis.Copy(wr, wrt);
+    const int64_t finished = Claim(caller, r, rt, [&](int64_t c, const float* wr,
+                                                      const float* wrt) {
       const int64_t g = c / chunks_per_slab, k = c % chunks_per_slab, b = basis_of[g];
       const int64_t r0 = k * chunk_rows, r1 = std::min(m, r0 + chunk_rows);
       advice.Before(out + (g * m + r0) * n, out + (g * m + r1) * n);
       fn(x + x_of[g] * m * n, wr + b * r_size, wrt + b * rt_size, out + g * m * n,
          bad + g * m, r0, r1, n, rp, null_part, nt, basis != nullptr);
-      ++finished;
-    }
-    if (nt) StoreFence();
-    if (finished && done.fetch_add(finished) + finished == total) {
-      std::lock_guard<std::mutex> lock(mu);
-      cv.notify_all();
-    }
+    });
+    if (nt) StoreFence();  // the streaming stores land before the call reports done
+    Finish(finished);
   }
 };
 
@@ -696,40 +727,27 @@ ffi::Error ProjectImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   if (job->basis || job->amx_basis)
     job->shared_basis.Init(job->r, job->rt, bases * (job->r_size + job->rt_size),
                            std::min(workers, job->total));
-  for (int64_t t = 1; t < std::min(workers, job->total); ++t)
-    pool.Schedule([job] { job->Work(false); });
-  job->Work(true);
-  std::unique_lock<std::mutex> lock(job->mu);
-  job->cv.wait(lock, [&] { return job->done.load() == job->total; });
-  job->advice.Record();
+  Run(pool, job, workers);
   return ffi::Error::Success();
 }
 
 // The patch-layout projection: x (B, H, W, C), R (ph pw C, rp), Rt (rp, ph pw C); out like
 // x, bad (B P) with P = (H / ph) (W / pw) patches per image.  Same arithmetic as
 // ProjectImpl on the patchified rows; no transposed copy of x or of the output.
-struct PatchJob {
+struct PatchJob : Chunks {
   PatchRowsFn fn;
   const float* x;
   std::unique_ptr<PackedBasis> basis;
   float* out;
   uint8_t* bad;
   PatchGeom geom;
-  int64_t rows, n, rp, chunk_rows, total;
+  int64_t rows, n, rp, chunk_rows;
   bool null_part;
-  HugePageAdvisor advice;
-  SharedBasis shared_basis;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  std::mutex mu;
-  std::condition_variable cv;
 
   void Work(bool caller) {
-    int64_t finished = 0;
     std::vector<float> buf;
-    const float *wr = basis->r, *wrt = basis->rt;
-    for (int64_t c; (c = next.fetch_add(1)) < total;) {
-      if (!caller && finished == 0) shared_basis.Copy(wr, wrt);
+    Finish(Claim(caller, basis->r, basis->rt, [&](int64_t c, const float* wr,
+                                                  const float* wrt) {
       if (buf.empty()) buf.resize(2 * 16 * n + 32);  // two tiles of <= 16 rows, + alignment
       float* xt = Align64(buf.data());
       const int64_t r0 = c * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
@@ -737,12 +755,7 @@ struct PatchJob {
       const int64_t i0 = (r0 + geom.per_image - 1) / geom.per_image, i1 = r1 / geom.per_image;
       if (i1 > i0) advice.Before(out + i0 * geom.image, out + i1 * geom.image);
       fn(x, wr, wrt, out, bad, geom, r0, r1, rp, null_part, xt, xt + 16 * n);
-      ++finished;
-    }
-    if (finished && done.fetch_add(finished) + finished == total) {
-      std::lock_guard<std::mutex> lock(mu);
-      cv.notify_all();
-    }
+    }));
   }
 };
 
@@ -789,12 +802,7 @@ ffi::Error ProjectPatchesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   job->total = (rows + job->chunk_rows - 1) / job->chunk_rows;
   job->shared_basis.Init(job->basis->r, job->basis->rt, n * rp + job->basis->rt_size,
                          std::min(workers, job->total));
-  for (int64_t t = 1; t < std::min(workers, job->total); ++t)
-    pool.Schedule([job] { job->Work(false); });
-  job->Work(true);
-  std::unique_lock<std::mutex> lock(job->mu);
-  job->cv.wait(lock, [&] { return job->done.load() == job->total; });
-  job->advice.Record();
+  Run(pool, job, workers);
   return ffi::Error::Success();
 }
 
