@@ -19,6 +19,7 @@ import numpy as np
 
 import nsjax
 from benchmarks import _baselines as bl
+from benchmarks._bandwidth import bandwidth, hbm_peak_gbps, projection_bytes
 from benchmarks._env import blas_settle_s, mem_available_bytes, openblas_libs
 from benchmarks._plan import GEMM_SIZE
 from benchmarks._timing import Stats, first_call, measure
@@ -87,6 +88,9 @@ def _row_basis64(w: np.ndarray) -> np.ndarray:
     return q
 
 
+# the projection variants that run on jax.devices()[0] (the others run on the host CPU)
+DEVICE_VARIANTS = ("nsjax", "nsjax_nocheck", "nsjax_complement", "nsjax_images", "nsjax_xla",
+                   "jnp", "elementwise")
 BLAS_VARIANTS = ("numpy", "paper")  # NumPy/SciPy (OpenBLAS) variants, settled after each
 
 
@@ -129,6 +133,8 @@ class Runner:
         self.gemm: dict[str, dict] = {}
         self._bases: dict[tuple, dict] = {}
         self._blas = openblas_libs()
+        dev = jax.devices()[0]
+        self.hbm_gbps = hbm_peak_gbps(dev.platform, dev.device_kind)
 
     def basis(self, n: int, r: int, dtype: str) -> dict:
         """Random ``(r, n)`` W1 and everything derived from it, cached across batch sizes."""
@@ -353,8 +359,15 @@ class Runner:
         floor = roofline(st["elementwise"].median_ms, flops, rate, gemm_gflops=rate / 1e9)
         case["floor"] = floor
         case["ratios"] = self._ratios(st, floor["ms"])
+        case["bandwidth"] = self.bandwidth(st, projection_bytes(b, n, item))
         case["status"] = "ok"
         return case
+
+    def bandwidth(self, st: dict[str, Stats], nbytes: int) -> dict:
+        """Achieved GB/s (and the fraction of the device's HBM peak, where known) of the
+        variants that run on the benchmark device, each moving ``nbytes``."""
+        return bandwidth({v: st[v].median_ms for v in DEVICE_VARIANTS if v in st}, nbytes,
+                         self.hbm_gbps)
 
     @staticmethod
     def _ratios(st: dict[str, Stats], floor_ms: float) -> dict:

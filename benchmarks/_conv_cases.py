@@ -25,6 +25,7 @@ import scipy.linalg
 
 import nsjax
 from benchmarks import _baselines as bl
+from benchmarks._bandwidth import projection_bytes
 from benchmarks._cases import (
     TOL,
     Runner,
@@ -229,6 +230,7 @@ def projection_case(runner: Runner, spec: ConvSpec, dtype: str) -> dict:
                      side=min(r, d - r))
     case["floor"] = floor
     case["ratios"] = runner._ratios(st, floor["ms"])
+    case["bandwidth"] = runner.bandwidth(st, projection_bytes(spec.batch, spec.n, item))
     case["params"].update({"rank": ns.rank, "nullity": ns.dim})
     case["status"] = "ok"
     return case

@@ -268,6 +268,8 @@ def describe(dtypes: list[str], precision: str) -> dict:
     import numpy as np
     import scipy
 
+    from benchmarks._bandwidth import hbm_peak_gbps
+
     devs = jax.devices()
     try:
         import torch  # noqa: F401  (optional baseline)
@@ -284,6 +286,7 @@ def describe(dtypes: list[str], precision: str) -> dict:
         "platform": devs[0].platform,
         "device_kind": devs[0].device_kind,
         "device_count": len(devs),
+        "hbm_peak_gbps": hbm_peak_gbps(devs[0].platform, devs[0].device_kind),
         "devices": [str(d) for d in devs],
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,

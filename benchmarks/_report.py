@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from benchmarks._bandwidth import describe as describe_bandwidth
+
 VARIANT_STYLE = {  # label, matplotlib style
     "nsjax": ("nsjax", dict(color="C0", marker="o", lw=2)),
     "nsjax_nocheck": ("nsjax, check_finite=False", dict(color="C0", marker=".", ls=":")),
@@ -78,7 +80,8 @@ def markdown(doc: dict) -> str:
     lines = [
         f"# nsjax benchmarks ({cfg['mode']} sweep, {env['date']})",
         "",
-        f"- device: **{env['device_kind']}** ({env['platform']}) x{env['device_count']}; "
+        f"- device: **{env['device_kind']}** ({env['platform']}) x{env['device_count']}"
+        f"{_hbm_note(env)}; "
         f"CPU: {env['cpu_model']}, {env['cpu_count']} cores; load average at start "
         f"{_f((env.get('load_average_at_start') or [None])[0], '.2f')}",
         f"- jax {env['jax']}, jaxlib {env['jaxlib']}, numpy {env['numpy']}, scipy "
@@ -119,6 +122,11 @@ def markdown(doc: dict) -> str:
                          f"{v['numpy_gflops']:.1f} | {_ms(v['numpy_stats'])} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _hbm_note(env: dict) -> str:
+    peak = env.get("hbm_peak_gbps")
+    return f", nominal HBM bandwidth {peak:g} GB/s (data sheet)" if peak else ""
 
 
 def _acceptance_md(doc: dict) -> list[str]:
@@ -181,14 +189,14 @@ def _fits_md(doc: dict) -> list[str]:
 def _projection_table(cases: list[dict]) -> list[str]:
     head = ("| B | n | r | nullity | dtype | nsjax ms [IQR] | no check | XLA matmuls "
             "| first call | paper ms | x paper | numpy ms | x numpy | jnp ms | x jnp | torch ms "
-            "| floor ms (elem / flops) | x floor | max err |")
-    out = [head, "|" + "---|" * 19]
+            "| floor ms (elem / flops) | x floor | nsjax bandwidth | max err |")
+    out = [head, "|" + "---|" * 20]
     for c in cases:
         p = c.get("params", {})
         pre = (f"| {p.get('B', '?')} | {p.get('n', '?')} | {p.get('r', '?')} | "
                f"{p.get('nullity', '?')} | {p.get('dtype', '?')} ")
         if c.get("status") != "ok":
-            out.append(pre + f"| {c.get('status')} |" + " |" * 13)
+            out.append(pre + f"| {c.get('status')} |" + " |" * 14)
             continue
         t, r, fl = c["timings"], c["ratios"]["nsjax"], c["floor"]
         torch = t.get("torch_cuda") or t.get("torch_cpu")
@@ -205,7 +213,7 @@ def _projection_table(cases: list[dict]) -> list[str]:
             f"{_x(r.get('speedup_vs_jnp'))} | "
             f"{_f(torch['median_ms'] if torch else None)} | {fl['ms']:.3g} "
             f"({fl['elementwise_ms']:.3g} / {fl['flops_ms']:.3g}) | {_x(r['x_floor'])} | "
-            f"{err:.1e} |")
+            f"{describe_bandwidth(c['bandwidth']) if 'bandwidth' in c else '-'} | {err:.1e} |")
     return out
 
 
@@ -229,6 +237,9 @@ def _generic_table(cases: list[dict]) -> list[str]:
         if c.get("floor"):
             out.append(f"| {c['name']} | roofline floor | {c['floor']['ms']:.3g} | | "
                        f"{c['floor'].get('note', c['floor'].get('bound', ''))} | |")
+        if c.get("bandwidth"):
+            out.append(f"| {c['name']} | nsjax bandwidth | | | "
+                       f"{describe_bandwidth(c['bandwidth'])} | |")
     return out
 
 

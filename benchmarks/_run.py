@@ -7,6 +7,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 
 from benchmarks import _conv_cases, _env
+from benchmarks._bandwidth import describe as describe_bandwidth
 from benchmarks._cases import Runner, Settings, fit_affine, fit_loglog
 from benchmarks._plan import GROUPS, make_plan
 
@@ -126,6 +127,8 @@ def _line(case: dict) -> str:
                      f"(x{_fmt(rat.get('speedup_vs_paper'))})")
     if case.get("floor"):
         parts.append(f"floor {case['floor']['ms']:.3g} ms ({_fmt(rat.get('x_floor'))}x)")
+    if case.get("bandwidth"):
+        parts.append(describe_bandwidth(case["bandwidth"], main))
     for v, rr in case.get("ratios", {}).items():
         if "speedup_vs_1dev" in rr:
             parts.append(f"{v} {t[v]['median_ms']:.3g} ms, speedup vs 1 device "

@@ -24,6 +24,7 @@ import sys
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._bandwidth import describe as describe_bandwidth  # noqa: E402
 from benchmarks._env import add_process_options, apply_process_options  # noqa: E402
 from benchmarks._plan import GEMM_SIZE  # noqa: E402
 
@@ -107,6 +108,11 @@ def format_case(c: dict) -> list[str]:
                    f"{fl.get('flops_ms', 0):.1f} ms ({fl.get('flops', 0) / 1e9:.2f} GFLOP); "
                    f"elementwise floor {fl.get('elementwise_ms', 0):.1f} ms; roofline floor "
                    f"{fl['ms']:.1f} ms ({fl.get('bound', '?')}-bound)")
+    bw = c.get("bandwidth")
+    if bw:
+        out.append(f"bandwidth ({bw['bytes'] / 1e6:.0f} MB a call: x read once, the result "
+                   "written once): " + ", ".join(f"{k} {describe_bandwidth(bw, k)}"
+                                                 for k in bw["variants"]))
     copy_ms, paper_ms = (t.get(k, {}).get("median_ms") for k in ("numpy_copy", "paper"))
     if copy_ms and paper_ms:
         own = t.get("nsjax", {}).get("median_ms")

@@ -344,3 +344,66 @@ def test_projection_60k_prints_with_a_skipped_baseline():
     assert "paper / NumPy copy = 75.0x" in ceiling
     assert f"ns.project takes {own / 4.0:.2f}x the copy" in ceiling
     assert not any("ceiling" in ln for ln in lines)  # no paper time, no ceiling line
+
+
+def test_hbm_peaks_by_device_kind():
+    from benchmarks._bandwidth import hbm_peak_gbps
+
+    # device kinds as JAX reports them (CUDA device names, TPU generations)
+    assert hbm_peak_gbps("gpu", "NVIDIA H200") == 4800
+    assert hbm_peak_gbps("gpu", "NVIDIA H100 80GB HBM3") == 3350
+    assert hbm_peak_gbps("gpu", "NVIDIA H100 PCIe") == 2000
+    assert hbm_peak_gbps("gpu", "NVIDIA A100-SXM4-80GB") == 2039
+    assert hbm_peak_gbps("gpu", "NVIDIA A100-SXM4-40GB") == 1555
+    assert hbm_peak_gbps("tpu", "TPU v5 lite") == 819
+    assert hbm_peak_gbps("tpu", "TPU v5") == 2765
+    # a kind the table does not list gets no peak, not a near miss's: GH200 is no H200
+    assert hbm_peak_gbps("gpu", "NVIDIA GH200 480GB") is None
+    assert hbm_peak_gbps("cpu", "NVIDIA H200") is None  # a CPU device has no HBM figure
+
+
+def test_bandwidth_figures_and_their_text():
+    from benchmarks._bandwidth import bandwidth, describe, projection_bytes
+
+    nbytes = projection_bytes(60_000, 784, 4)
+    assert nbytes == 2 * 60_000 * 784 * 4
+    bw = bandwidth({"nsjax": 0.1, "jnp": 0.2}, nbytes, 4800.0)  # ms
+    assert math.isclose(bw["variants"]["nsjax"]["gbps"], nbytes / 1e-4 / 1e9)
+    assert math.isclose(bw["variants"]["jnp"]["of_hbm_peak"], nbytes / 2e-4 / 1e9 / 4800)
+    assert describe(bw) == f"{nbytes / 1e-4 / 1e9:.1f} GB/s (78% of HBM peak)"
+    cpu = bandwidth({"nsjax": 80.0}, nbytes, None)
+    assert cpu["variants"]["nsjax"]["of_hbm_peak"] is None
+    assert describe(cpu) == "4.7 GB/s" and describe(cpu, "jnp") == "-"
+
+
+def test_projection_cases_report_their_bandwidth(quick):
+    out, proc, doc = quick
+    assert doc["env"]["hbm_peak_gbps"] is None  # a CPU run: GB/s without an HBM ratio
+    cases = [c for c in doc["cases"] if c["group"] in PROJECTION_GROUPS | {"conv-projection"}
+             and c["status"] == "ok"]
+    assert cases
+    for c in cases:
+        bw, p = c["bandwidth"], c["params"]
+        rows_n = p["B"] * p["n"] if "B" in p else c["floor"]["rows"] * c["floor"]["d"]
+        assert bw["bytes"] == 2 * rows_n * 4
+        for v in ("nsjax", "jnp", "elementwise"):
+            assert math.isclose(bw["variants"][v]["gbps"],
+                                bw["bytes"] / c["timings"][v]["median_ms"] / 1e6)
+        assert "numpy" not in bw["variants"]  # host baselines are not the device's traffic
+    md = (out / "results.md").read_text()
+    assert "| nsjax bandwidth |" in md and " GB/s |" in md
+    assert " GB/s" in proc.stdout
+
+
+def test_gpu_rows_show_the_fraction_of_hbm_peak():
+    from benchmarks._bandwidth import bandwidth
+    from benchmarks._report import _projection_table
+
+    case = _case(skip=())
+    case["params"] = {"B": 60_000, "n": 784, "r": 32, "nullity": 752, "dtype": "float32"}
+    case["timings"]["nsjax"]["first_call_ms"] = 50.0
+    case["timings"]["nsjax_nocheck"] = dict(case["timings"]["nsjax"])
+    case["floor"] = {"ms": 5.0, "elementwise_ms": 5.0, "flops_ms": 1.0}
+    case["bandwidth"] = bandwidth({"nsjax": 0.1}, 2 * 60_000 * 784 * 4, 4800.0)
+    row = _projection_table([case])[-1]
+    assert row.count("|") == 21 and "(78% of HBM peak)" in row
