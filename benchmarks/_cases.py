@@ -90,7 +90,7 @@ def _row_basis64(w: np.ndarray) -> np.ndarray:
 
 # the projection variants that run on jax.devices()[0] (the others run on the host CPU)
 DEVICE_VARIANTS = ("nsjax", "nsjax_nocheck", "nsjax_complement", "nsjax_images", "nsjax_xla",
-                   "jnp", "elementwise")
+                   "jnp", "elementwise", "torch_cuda")
 BLAS_VARIANTS = ("numpy", "paper")  # NumPy/SciPy (OpenBLAS) variants, settled after each
 
 
@@ -356,10 +356,11 @@ class Runner:
         # nsjax projects through the smaller side: rank r, or nullity n - r with a null basis
         side = r if ns.null_basis is None else n - r
         flops = bl.projection_flops(b, n, side)
-        floor = roofline(st["elementwise"].median_ms, flops, rate, gemm_gflops=rate / 1e9)
+        floor = roofline(st["elementwise"].median_ms, flops, rate, gemm_gflops=rate / 1e9,
+                         side=side)
         case["floor"] = floor
         case["ratios"] = self._ratios(st, floor["ms"])
-        case["bandwidth"] = self.bandwidth(st, projection_bytes(b, n, item))
+        case["bandwidth"] = self.bandwidth(st, projection_bytes(b, n, item, n * side))
         case["status"] = "ok"
         return case
 

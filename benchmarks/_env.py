@@ -180,6 +180,16 @@ def reexec_if_needed(module: str, argv: list[str], *, hugepages: bool, devices: 
     os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
 
 
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {s!r}")
+    return v
+
+
 def add_process_options(p: argparse.ArgumentParser) -> None:
     """Declare the process settings both entry points take (``python -m benchmarks`` and
     ``python -m benchmarks.projection_60k``): the opt-in re-executions above and
@@ -193,7 +203,7 @@ def add_process_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
                    help="opt-in: re-run with nsjax, OpenBLAS and XLA all kept to this "
                    "instruction set (emulates an AVX2-only CPU on a newer one; labelled)")
-    p.add_argument("--blas-threads", type=int, default=None, metavar="N",
+    p.add_argument("--blas-threads", type=_positive_int, default=None, metavar="N",
                    help="fix NumPy's/SciPy's OpenBLAS threads for the whole run (default: "
                    "each baseline gets the faster of the default count and 1; see README)")
 

@@ -128,7 +128,7 @@ def _line(case: dict) -> str:
     if case.get("floor"):
         parts.append(f"floor {case['floor']['ms']:.3g} ms ({_fmt(rat.get('x_floor'))}x)")
     if case.get("bandwidth"):
-        parts.append(describe_bandwidth(case["bandwidth"], main))
+        parts.append(f"bandwidth {describe_bandwidth(case['bandwidth'], main)}")
     for v, rr in case.get("ratios", {}).items():
         if "speedup_vs_1dev" in rr:
             parts.append(f"{v} {t[v]['median_ms']:.3g} ms, speedup vs 1 device "

@@ -294,6 +294,8 @@ def test_both_entry_points_take_the_process_options_alike(monkeypatch):
     for main in (bench_main.main, projection_60k.main):
         with pytest.raises(Stop):
             main(argv)
+        with pytest.raises(SystemExit):  # 0 threads is no count (and not the default)
+            main(["--blas-threads", "0"])
     assert [s.pop("module") for s in seen] == ["benchmarks", "benchmarks.projection_60k"]
     assert seen[0] == seen[1] == {"argv": argv, "hugepages": False, "devices": None,
                                   "openblas_timeout": 4, "isa": "avx2", "blas_threads": 1}
@@ -355,18 +357,21 @@ def test_hbm_peaks_by_device_kind():
     assert hbm_peak_gbps("gpu", "NVIDIA H100 PCIe") == 2000
     assert hbm_peak_gbps("gpu", "NVIDIA A100-SXM4-80GB") == 2039
     assert hbm_peak_gbps("gpu", "NVIDIA A100-SXM4-40GB") == 1555
+    assert hbm_peak_gbps("gpu", "NVIDIA A100-SXM-80GB") == 2039  # another spelling seen
+    assert hbm_peak_gbps("gpu", "NVIDIA A100 80GB PCIe") == 1935
     assert hbm_peak_gbps("tpu", "TPU v5 lite") == 819
     assert hbm_peak_gbps("tpu", "TPU v5") == 2765
     # a kind the table does not list gets no peak, not a near miss's: GH200 is no H200
     assert hbm_peak_gbps("gpu", "NVIDIA GH200 480GB") is None
+    assert hbm_peak_gbps("gpu", "NVIDIA L40S") is None  # GDDR: no HBM figure
     assert hbm_peak_gbps("cpu", "NVIDIA H200") is None  # a CPU device has no HBM figure
 
 
 def test_bandwidth_figures_and_their_text():
     from benchmarks._bandwidth import bandwidth, describe, projection_bytes
 
+    assert projection_bytes(60_000, 784, 4, 784 * 32) == (2 * 60_000 + 32) * 784 * 4
     nbytes = projection_bytes(60_000, 784, 4)
-    assert nbytes == 2 * 60_000 * 784 * 4
     bw = bandwidth({"nsjax": 0.1, "jnp": 0.2}, nbytes, 4800.0)  # ms
     assert math.isclose(bw["variants"]["nsjax"]["gbps"], nbytes / 1e-4 / 1e9)
     assert math.isclose(bw["variants"]["jnp"]["of_hbm_peak"], nbytes / 2e-4 / 1e9 / 4800)
@@ -383,9 +388,14 @@ def test_projection_cases_report_their_bandwidth(quick):
              and c["status"] == "ok"]
     assert cases
     for c in cases:
-        bw, p = c["bandwidth"], c["params"]
-        rows_n = p["B"] * p["n"] if "B" in p else c["floor"]["rows"] * c["floor"]["d"]
-        assert bw["bytes"] == 2 * rows_n * 4
+        bw, p, fl = c["bandwidth"], c["params"], c["floor"]
+        # x read, the result written, the basis (d x side, the side nsjax projects through)
+        if c["group"] == "conv-projection":  # rows of d values: images or patches
+            rows_n, d = fl["rows"] * fl["d"], fl["d"]
+        else:
+            rows_n, d = p["B"] * p["n"], p["n"]
+            assert fl["side"] in (p["r"], p["nullity"])
+        assert bw["bytes"] == (2 * rows_n + d * fl["side"]) * 4
         for v in ("nsjax", "jnp", "elementwise"):
             assert math.isclose(bw["variants"][v]["gbps"],
                                 bw["bytes"] / c["timings"][v]["median_ms"] / 1e6)
