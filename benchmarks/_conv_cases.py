@@ -231,7 +231,7 @@ def projection_case(runner: Runner, spec: ConvSpec, dtype: str) -> dict:
     case["floor"] = floor
     case["ratios"] = runner._ratios(st, floor["ms"])
     case["bandwidth"] = runner.bandwidth(st, projection_bytes(spec.batch, spec.n, item,
-                                                              d * min(r, d - r)))
+                                                              d * floor["side"]))
     case["params"].update({"rank": ns.rank, "nullity": ns.dim})
     case["status"] = "ok"
     return case

@@ -111,8 +111,8 @@ def format_case(c: dict) -> list[str]:
     bw = c.get("bandwidth")
     if bw:
         out.append(f"bandwidth ({bw['bytes'] / 1e6:.0f} MB a call: x read once, the result "
-                   "written once): " + ", ".join(f"{k} {describe_bandwidth(bw, k)}"
-                                                 for k in bw["variants"]))
+                   "written once, the basis read once): "
+                   + ", ".join(f"{k} {describe_bandwidth(bw, k)}" for k in bw["variants"]))
     copy_ms, paper_ms = (t.get(k, {}).get("median_ms") for k in ("numpy_copy", "paper"))
     if copy_ms and paper_ms:
         own = t.get("nsjax", {}).get("median_ms")
